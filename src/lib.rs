@@ -1,0 +1,29 @@
+//! cortexmap: longitudinal two-photon calcium imaging, from raw TIFF stacks to
+//! Parquet tables, with a ground-truth simulator.
+//!
+//! The modules follow the flow of DESIGN.md:
+//!
+//! - [`config`]: manifests (`experiment.toml`, `study.toml`) and parameter files;
+//! - [`io`]: TIFF (ScanImage, BigTIFF), CSV and Parquet I/O, atomic outputs;
+//! - [`movie`]: a session's frames streamed from several TIFF files;
+//! - [`simulate`]: the ground-truth experiment simulator;
+//! - [`motion`]: registration (this release: rigid phase correlation);
+//! - [`analysis`]: representational maps and the other analyses of SCIENCE.md;
+//! - [`pipeline`]: the stages of `cortexmap run` in order;
+//! - [`progress`], [`error`]: how stages report progress and failures.
+//!
+//! Stages never print; they take typed inputs and a [`progress::Progress`] sink and
+//! return typed outputs. Only the binary (`src/main.rs`) knows the terminal.
+
+pub mod analysis;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod motion;
+pub mod movie;
+pub mod pipeline;
+pub mod progress;
+pub mod simulate;
+
+pub use error::{Error, Result};

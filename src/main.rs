@@ -1,0 +1,465 @@
+//! The `cortexmap` command line: parse arguments, set up logging and progress,
+//! call the library, map errors to exit codes (1 bad input, 2 internal).
+
+use clap::{Args, Parser, Subcommand};
+use cortexmap::config::load_params;
+use cortexmap::error::{Error, Result};
+use cortexmap::pipeline::{self, Stage};
+use cortexmap::progress::Progress;
+use cortexmap::simulate::{self, Indicator, Overrides, SimConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// Longitudinal two-photon calcium imaging: raw TIFF stacks to Parquet tables,
+/// with a ground-truth simulator.
+#[derive(Parser)]
+#[command(name = "cortexmap", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate the sample experiment and run every available stage on it.
+    Demo {
+        /// Output folder (the experiment goes to OUT/experiment, the run to OUT/run).
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Replace OUT/experiment if it holds an earlier simulation.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Simulate a longitudinal ablation experiment with ground truth.
+    ///
+    /// Writes an experiment as CONTRACT.md describes it (experiment.toml, int16 TIFF
+    /// stacks and stimuli.csv per session, ablation_targets.csv, cell_types.csv) and a
+    /// truth/ folder of Parquet tables. Presets: sample (64x64, seconds), standard
+    /// (512x512, ~400 cells, 7 sessions), and the cohorts control, ablate-responsive,
+    /// ablate-silent, ablate-inhibitory at standard size.
+    Simulate(SimulateArgs),
+    /// Run the pipeline on an experiment (this build: the ingest stage).
+    Run {
+        /// The experiment's manifest (experiment.toml).
+        manifest: PathBuf,
+        /// Run folder for the output tables.
+        #[arg(long)]
+        out: PathBuf,
+        /// Parameter file (see pipeline/default.toml); defaults when absent.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Stop after this stage.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Check an experiment manifest (or a study.toml) without running anything.
+    Check {
+        /// experiment.toml or study.toml
+        file: PathBuf,
+    },
+    /// Print what a TIFF file holds: pages, shape, dtype, ScanImage metadata.
+    Inspect {
+        /// The TIFF file.
+        file: PathBuf,
+    },
+    /// Benchmarks (speed figures, not tests).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Preset: sample, standard, control, ablate-responsive, ablate-silent, ablate-inhibitory.
+    #[arg(long, default_value = "sample")]
+    preset: String,
+    /// Random seed; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output folder for the experiment.
+    #[arg(long)]
+    out: PathBuf,
+    /// Frames per session (the number of repetitions is fitted to it).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Frame size: N (square) or WxH.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(usize, usize)>,
+    /// Number of cells.
+    #[arg(long)]
+    cells: Option<usize>,
+    /// Cohort: control, ablate-responsive, ablate-silent, ablate-inhibitory.
+    #[arg(long)]
+    cohort: Option<String>,
+    /// Indicator: 6s, 6m or 6f.
+    #[arg(long, value_parser = parse_indicator)]
+    indicator: Option<Indicator>,
+    /// Repetitions of each stimulus per session.
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Number of ablation targets.
+    #[arg(long)]
+    ablate: Option<usize>,
+    /// Also write a structural (nuclear) channel, interleaved with the functional one.
+    #[arg(long)]
+    structural: bool,
+    /// Add a smooth nonrigid warp to the rigid motion.
+    #[arg(long)]
+    nonrigid: bool,
+    /// Replace OUT if it holds an earlier simulation.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// TIFF decoding speed against reading the same bytes raw (like `cat`).
+    TiffRead {
+        file: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// Simulator throughput (frames rendered and written per second).
+    Simulate {
+        #[arg(long, default_value = "standard")]
+        preset: String,
+        /// Frames per session (default: the preset's).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Scratch folder (removed afterwards).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' is not N or WxH"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => {
+            let n = parse(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+fn parse_indicator(s: &str) -> std::result::Result<Indicator, String> {
+    Indicator::parse(s).ok_or_else(|| format!("unknown indicator '{s}' (6s, 6m or 6f)"))
+}
+
+/// Progress on a terminal: an indicatif bar; elsewhere: a log line per unit of work.
+struct CliProgress {
+    bar: Mutex<Option<ProgressBar>>,
+    terminal: bool,
+}
+
+impl CliProgress {
+    fn new(quiet: bool) -> Self {
+        CliProgress {
+            bar: Mutex::new(None),
+            terminal: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for CliProgress {
+    fn start(&self, label: &str, total: u64) {
+        tracing::info!("{label}: {total} steps");
+        if self.terminal {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_message(label.to_string());
+            *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
+        }
+        tracing::info!("done");
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn simulate_cmd(a: &SimulateArgs, progress: &dyn Progress) -> Result<()> {
+    let mut cfg = SimConfig::preset(&a.preset)?;
+    cfg.apply(&Overrides {
+        size: a.size,
+        cells: a.cells,
+        frames: a.frames,
+        cohort: a.cohort.clone(),
+        indicator: a.indicator,
+        repetitions: a.repetitions,
+        n_ablate: a.ablate,
+        structural: a.structural,
+        nonrigid: a.nonrigid,
+    })?;
+    let s = simulate::simulate(&cfg, a.seed, &a.out, a.overwrite, progress)?;
+    print_simulation(&s);
+    Ok(())
+}
+
+fn print_simulation(s: &simulate::Summary) {
+    println!("experiment: {}", s.manifest.display());
+    println!("truth:      {}", s.out.join("truth").display());
+    println!(
+        "{} sessions, {} frames, {} cells, {} ablated; {:.0}% responsive before the ablation; {:.0} frames/s",
+        s.sessions,
+        s.frames,
+        s.cells,
+        s.targets,
+        100.0 * s.responsive_fraction_pre,
+        s.frames_per_second
+    );
+    let diag: Vec<String> = s
+        .diagonal_norm
+        .iter()
+        .map(|(id, v)| format!("{id} {v:.2}"))
+        .collect();
+    println!(
+        "true map diagonal (baseline-normalised): {}",
+        diag.join(", ")
+    );
+}
+
+fn run_cmd(
+    manifest: &Path,
+    out: &Path,
+    params: Option<&Path>,
+    until: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let params = load_params(params)?;
+    let until = until.map(Stage::parse).transpose()?;
+    let s = pipeline::run(manifest, out, &params, until, progress)?;
+    for sess in &s.sessions {
+        println!(
+            "{}: day {}, {} frames of {}x{} at {} Hz",
+            sess.id, sess.day, sess.n_frames, sess.width, sess.height, sess.fs
+        );
+    }
+    for t in &s.tables {
+        println!("wrote {}", t.display());
+    }
+    Ok(())
+}
+
+fn check_cmd(file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::input(file, e.to_string()))?;
+    if text.contains("[[experiment]]") {
+        let s = cortexmap::config::load_study(file)?;
+        println!(
+            "study '{}': {} experiments, all manifests found",
+            s.name,
+            s.experiments.len()
+        );
+        return Ok(());
+    }
+    let exp = cortexmap::config::load_experiment(file)?;
+    for s in &exp.sessions {
+        let info = cortexmap::movie::probe_movie(&pipeline::functional_movie(s))?;
+        exp.check_stimuli(s, info.n_frames as u64)?;
+        println!(
+            "{}: day {}, {} files, {} frames of {}x{} {}",
+            s.id,
+            s.day,
+            s.files.len(),
+            info.n_frames,
+            info.width,
+            info.height,
+            info.pixel_type.name()
+        );
+    }
+    println!(
+        "experiment '{}' is valid (reference {})",
+        exp.name, exp.reference
+    );
+    Ok(())
+}
+
+fn inspect_cmd(file: &Path) -> Result<()> {
+    let info = cortexmap::io::tiff::probe(file)?;
+    println!("file:        {}", info.path.display());
+    println!(
+        "format:      {}",
+        if info.bigtiff {
+            "BigTIFF"
+        } else {
+            "classic TIFF"
+        }
+    );
+    println!("pages:       {}", info.pages);
+    println!("page shape:  {} rows x {} columns", info.height, info.width);
+    println!("dtype:       {}", info.pixel_type.name());
+    println!("compression: {}", info.compression);
+    println!("size:        {} bytes", info.file_size);
+    if let Some(sw) = &info.software {
+        println!(
+            "software:    {}",
+            sw.lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(100)
+                .collect::<String>()
+        );
+    }
+    match &info.scanimage {
+        Some(si) => {
+            println!("ScanImage:");
+            println!(
+                "  version:            {}",
+                si.version.as_deref().unwrap_or("?")
+            );
+            println!("  frame rate:         {}", opt(si.frame_rate));
+            println!("  channels in file:   {}", si.channels_in_file());
+            println!("  channels saved:     {:?}", si.channels_saved);
+            println!("  channels active:    {:?}", si.channels_active);
+            println!("  zoom:               {}", opt(si.zoom));
+            println!("  bidirectional:      {}", opt(si.bidirectional));
+            println!(
+                "  frames (per chan.): {}",
+                info.pages / si.channels_in_file().max(1)
+            );
+        }
+        None => println!("ScanImage:   no"),
+    }
+    if let Some(d) = &info.description {
+        let first: Vec<&str> = d.lines().take(3).collect();
+        println!(
+            "description: {}",
+            first.join(" | ").chars().take(160).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn demo_cmd(out: &Path, seed: u64, overwrite: bool, progress: &dyn Progress) -> Result<()> {
+    let cfg = SimConfig::sample();
+    let exp_dir = out.join("experiment");
+    let s = simulate::simulate(&cfg, seed, &exp_dir, overwrite, progress)?;
+    print_simulation(&s);
+    let run_dir = out.join("run");
+    run_cmd(&s.manifest, &run_dir, None, None, progress)?;
+    println!(
+        "demo done: experiment in {}, run tables in {}",
+        exp_dir.display(),
+        run_dir.display()
+    );
+    Ok(())
+}
+
+fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
+    match what {
+        BenchCommand::TiffRead { file, repeats } => {
+            let b = cortexmap::bench::tiff_read(file, *repeats)?;
+            println!(
+                "{}: {} pages, {} bytes; raw read {:.0} MB/s; TIFF decode to f32 {:.0} MB/s ({:.0} pages/s); ratio {:.2}",
+                file.display(),
+                b.pages,
+                b.bytes,
+                b.raw_mb_s(),
+                b.tiff_mb_s(),
+                b.pages_per_s(),
+                b.tiff_mb_s() / b.raw_mb_s()
+            );
+        }
+        BenchCommand::Simulate {
+            preset,
+            frames,
+            out,
+        } => {
+            let mut cfg = SimConfig::preset(preset)?;
+            cfg.apply(&Overrides {
+                frames: *frames,
+                ..Default::default()
+            })?;
+            let s = simulate::simulate(&cfg, 1, out, true, progress)?;
+            println!(
+                "simulate --preset {preset}: {} frames of {}x{} in {} sessions, {:.1} frames/s (render + write)",
+                s.frames, cfg.width, cfg.height, s.sessions, s.frames_per_second
+            );
+            std::fs::remove_dir_all(out).map_err(|e| Error::output(out, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let progress = CliProgress::new(cli.quiet);
+    let result = match &cli.command {
+        Command::Demo {
+            out,
+            seed,
+            overwrite,
+        } => demo_cmd(out, *seed, *overwrite, &progress),
+        Command::Simulate(a) => simulate_cmd(a, &progress),
+        Command::Run {
+            manifest,
+            out,
+            params,
+            until,
+        } => run_cmd(
+            manifest,
+            out,
+            params.as_deref(),
+            until.as_deref(),
+            &progress,
+        ),
+        Command::Check { file } => check_cmd(file),
+        Command::Inspect { file } => inspect_cmd(file),
+        Command::Bench { what } => bench_cmd(what, &progress),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
