@@ -122,6 +122,10 @@ struct SimulateArgs {
     /// Replace OUT if it holds an earlier simulation.
     #[arg(long)]
     overwrite: bool,
+    /// Write only the model's truth tables into OUT/truth, no movie (fast; for
+    /// studying the model; OUT is then not an experiment).
+    #[arg(long)]
+    truth_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -233,13 +237,19 @@ fn simulate_cmd(a: &SimulateArgs, progress: &dyn Progress) -> Result<()> {
         structural: a.structural,
         nonrigid: a.nonrigid,
     })?;
-    let s = simulate::simulate(&cfg, a.seed, &a.out, a.overwrite, progress)?;
-    print_simulation(&s);
+    let s = if a.truth_only {
+        simulate::simulate_truth_only(&cfg, a.seed, &a.out)?
+    } else {
+        simulate::simulate(&cfg, a.seed, &a.out, a.overwrite, progress)?
+    };
+    print_simulation(&s, !a.truth_only);
     Ok(())
 }
 
-fn print_simulation(s: &simulate::Summary) {
-    println!("experiment: {}", s.manifest.display());
+fn print_simulation(s: &simulate::Summary, movie: bool) {
+    if movie {
+        println!("experiment: {}", s.manifest.display());
+    }
     println!("truth:      {}", s.out.join("truth").display());
     println!(
         "{} sessions, {} frames, {} cells, {} ablated; {:.0}% responsive before the ablation; {:.0} frames/s",
@@ -248,7 +258,7 @@ fn print_simulation(s: &simulate::Summary) {
         s.cells,
         s.targets,
         100.0 * s.responsive_fraction_pre,
-        s.frames_per_second
+        if movie { s.frames_per_second } else { f64::NAN }
     );
     let diag: Vec<String> = s
         .diagonal_norm
@@ -381,7 +391,7 @@ fn demo_cmd(out: &Path, seed: u64, overwrite: bool, progress: &dyn Progress) -> 
     let cfg = SimConfig::sample();
     let exp_dir = out.join("experiment");
     let s = simulate::simulate(&cfg, seed, &exp_dir, overwrite, progress)?;
-    print_simulation(&s);
+    print_simulation(&s, true);
     let run_dir = out.join("run");
     run_cmd(&s.manifest, &run_dir, None, None, progress)?;
     println!(
@@ -429,7 +439,18 @@ fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are successes; bad arguments are bad input (exit 1).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
     let progress = CliProgress::new(cli.quiet);
     let result = match &cli.command {

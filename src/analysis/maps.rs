@@ -18,7 +18,7 @@ fn standardise(v: ArrayView1<f64>) -> Option<Vec<f64>> {
     let mean = v.sum() / n as f64;
     let centred: Vec<f64> = v.iter().map(|x| x - mean).collect();
     let norm = centred.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !(norm > 1e-12) || !norm.is_finite() {
+    if norm.is_nan() || norm <= 1e-12 || !norm.is_finite() {
         return None;
     }
     Some(centred.into_iter().map(|x| x / norm).collect())

@@ -406,9 +406,8 @@ mod tests {
                     scanimage.SI.hChannels.channelSave = [1;2]\r\n\
                     scanimage.SI.hRoiManager.scanZoomFactor = 1.5\r\n"
             .to_string();
-        let second = desc.replace("frameNumbers = 1", "frameNumbers = 1");
         let third = desc.replace("frameNumbers = 1", "frameNumbers = 2");
-        let meta = parse(None, &[desc, second, third]).unwrap();
+        let meta = parse(None, &[desc.clone(), desc, third]).unwrap();
         assert_eq!(meta.version.as_deref(), Some("5.1"));
         assert_eq!(meta.frame_rate, Some(15.1));
         assert_eq!(meta.zoom, Some(1.5));

@@ -49,32 +49,34 @@ const MAX_PAGE_BYTES: u64 = 256 << 20;
 
 /// No codec the decoder supports expands data by more than this factor (deflate's
 /// limit is about 1032:1, LZW's about 2700:1), so a compressed page claiming a
-/// larger decoded size than `file size × this` has a corrupt header.
+/// decoded size above `its compressed bytes × this` has a corrupt header.
 const MAX_COMPRESSION_RATIO: u64 = 4096;
 
 /// Pages whose `ImageDescription` is read for ScanImage metadata: enough to see
 /// the frame numbers repeat over two frames of up to four interleaved channels.
 const SCANIMAGE_DESCRIPTION_PAGES: usize = 8;
 
-/// Read buffer: large enough for an IFD and its strip tables in one read, small
-/// enough that a seek (which discards it) wastes little. Pixel data bypass it.
-const READ_BUFFER_BYTES: usize = 16 << 10;
+/// Read buffer: enough for a typical IFD in one read. Kept small because every seek
+/// discards it and the decoder seeks to each strip: with 8-row strips (ScanImage),
+/// a 64 KiB buffer halved the decoder's speed. Reads larger than it bypass it.
+const READ_BUFFER_BYTES: usize = 4 << 10;
 
 /// Write buffer for [`TiffWriter`].
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// Classic TIFF offsets are 32-bit; we switch to BigTIFF below 4 GiB to leave room
 /// for what [`needs_bigtiff`] does not count exactly (tags, descriptions).
-const CLASSIC_TIFF_LIMIT_BYTES: u128 = 3_900 * (1 << 20);
+const CLASSIC_TIFF_LIMIT_BYTES: u128 = 3_990 * (1 << 20);
 
 /// Generous per-page allowance for an IFD, its tag values and strip tables.
 const PAGE_OVERHEAD_BYTES: u128 = 4 << 10;
 
-/// Limits for tag values: ScanImage's `Software` header runs to tens of kB, strip
-/// tables of tall images to a few hundred kB; 16 MiB is ample and still bounded.
-const MAX_TAG_VALUE_BYTES: usize = 16 << 20;
+/// Limit for tag values: ScanImage's `Software` header runs to tens of kB, strip
+/// tables of tall images to a few hundred kB; 4 MiB is ample and still bounded.
+const MAX_TAG_VALUE_BYTES: usize = 4 << 20;
 
-/// The sample types cortexmap reads. Everything becomes `f32` on reading.
+/// The sample types cortexmap reads. Everything becomes `f32` on reading, exactly
+/// except uint32 values above 2^24, which round to the nearest `f32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelType {
     U8,
@@ -167,8 +169,8 @@ pub fn probe(path: &Path) -> Result<TiffInfo> {
     let mut decoder = open_decoder(path)?;
 
     let first = inspect_page(path, 0, &mut decoder, file_size)?;
-    let software = ascii_tag(&mut decoder, Tag::Software);
-    let description = ascii_tag(&mut decoder, Tag::ImageDescription);
+    let software = ascii_tag(&mut decoder, Tag::Software, file_size);
+    let description = ascii_tag(&mut decoder, Tag::ImageDescription, file_size);
     let mut descriptions = vec![description.clone().unwrap_or_default()];
 
     let mut pages = 1;
@@ -186,7 +188,9 @@ pub fn probe(path: &Path) -> Result<TiffInfo> {
             ));
         }
         if pages < SCANIMAGE_DESCRIPTION_PAGES {
-            descriptions.push(ascii_tag(&mut decoder, Tag::ImageDescription).unwrap_or_default());
+            descriptions.push(
+                ascii_tag(&mut decoder, Tag::ImageDescription, file_size).unwrap_or_default(),
+            );
         }
         pages += 1;
     }
@@ -343,10 +347,10 @@ fn decoder_limits() -> Limits {
 
 /// Shape and pixel type of a page: what must agree across pages and files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PageShape {
-    pub width: usize,
-    pub height: usize,
-    pub pixel_type: PixelType,
+struct PageShape {
+    width: usize,
+    height: usize,
+    pixel_type: PixelType,
 }
 
 impl PageShape {
@@ -378,7 +382,7 @@ fn inspect_page(
     dec: &mut Decoder<BufReader<File>>,
     file_size: u64,
 ) -> Result<PageFacts> {
-    let fail = |what: &str, msg: &str| page_error(path, page, what, msg);
+    let fail = |what: &str, msg: &Failure| page_error(path, page, what, msg);
     let (width, height) =
         guarded(|| dec.dimensions()).map_err(|m| fail("cannot read its size", &m))?;
     let color = guarded(|| dec.colortype()).map_err(|m| fail("unsupported pixel layout", &m))?;
@@ -455,12 +459,12 @@ fn check_page_extent(
         ));
     }
     for (i, (&offset, &count)) in offsets.iter().zip(&counts).enumerate() {
-        let end = offset.checked_add(count).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(count);
         if end > file_size {
             return Err(Error::input(
                 path,
                 format!(
-                    "page {page}: {kind} {i} ends at byte {end} but the file has only {file_size} bytes (truncated file?)"
+                    "page {page}: {kind} {i} ends at byte {end}, past the end of the file ({file_size} bytes; truncated file?)"
                 ),
             ));
         }
@@ -519,8 +523,13 @@ fn check_imagej_raw_stack(path: &Path, description: Option<&str>, pages: usize) 
 }
 
 /// An ASCII tag of the current page, if present and readable. Metadata is never
-/// worth failing over: unreadable text counts as absent.
-fn ascii_tag(dec: &mut Decoder<BufReader<File>>, tag: Tag) -> Option<String> {
+/// worth failing over: unreadable text counts as absent. A length beyond the file's
+/// size is corrupt and not even tried (the decoder would allocate it first).
+fn ascii_tag(dec: &mut Decoder<BufReader<File>>, tag: Tag, file_size: u64) -> Option<String> {
+    let count = guarded(|| Ok(dec.image_ifd().find_entry(tag).map(|e| e.count()))).ok()??;
+    if count > file_size {
+        return None;
+    }
     match guarded(|| dec.find_tag(tag)) {
         Ok(Some(Value::Ascii(s))) => Some(s.trim_end_matches('\0').to_string()),
         _ => None,
@@ -556,18 +565,33 @@ fn sample_format_name(code: u16) -> String {
 // Guarding calls into the decoder
 // ---------------------------------------------------------------------------------
 
+/// Why a guarded call into the decoder failed.
+#[derive(Debug)]
+enum Failure {
+    /// The decoder returned an error.
+    Error(String),
+    /// The decoder panicked: its state is unknown afterwards.
+    Panicked(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Error(msg) => f.write_str(msg),
+            Failure::Panicked(msg) => write!(f, "the TIFF decoder failed on this data ({msg})"),
+        }
+    }
+}
+
 /// Run a call into the `tiff` crate and turn both its errors and any panic into a
-/// message: hostile bytes must never take the process down.
+/// [`Failure`]: hostile bytes must never take the process down.
 fn guarded<T>(
     f: impl FnOnce() -> std::result::Result<T, TiffError>,
-) -> std::result::Result<T, String> {
+) -> std::result::Result<T, Failure> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(describe_tiff_error(&e)),
-        Err(payload) => Err(format!(
-            "the TIFF decoder failed on this data ({})",
-            panic_text(payload.as_ref())
-        )),
+        Ok(Err(e)) => Err(Failure::Error(describe_tiff_error(&e))),
+        Err(payload) => Err(Failure::Panicked(panic_text(payload.as_ref()))),
     }
 }
 
@@ -590,7 +614,7 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-fn page_error(path: &Path, page: usize, what: &str, msg: &str) -> Error {
+fn page_error(path: &Path, page: usize, what: &str, msg: impl std::fmt::Display) -> Error {
     Error::input(path, format!("page {page}: {what}: {msg}"))
 }
 
@@ -705,7 +729,11 @@ impl TiffPageReader {
         if self.next_page >= self.info.pages || self.load_page(self.next_page).is_err() {
             return None;
         }
-        ascii_tag(&mut self.decoder, Tag::ImageDescription)
+        ascii_tag(
+            &mut self.decoder,
+            Tag::ImageDescription,
+            self.info.file_size,
+        )
     }
 
     /// Walk the IFD chain up to `page` (only forward: readers never go back).
@@ -736,11 +764,9 @@ impl TiffPageReader {
     }
 
     /// A decoder that panicked may be in any state: poison the reader.
-    fn note_failure<T>(&mut self, result: &std::result::Result<T, String>) {
-        if let Err(msg) = result {
-            if msg.starts_with("the TIFF decoder failed") {
-                self.poisoned = true;
-            }
+    fn note_failure<T>(&mut self, result: &std::result::Result<T, Failure>) {
+        if let Err(Failure::Panicked(_)) = result {
+            self.poisoned = true;
         }
     }
 
@@ -776,7 +802,7 @@ impl TiffPageReader {
         };
         let row_bytes = self.info.width * self.info.pixel_type.bytes();
         let (rows_per_strip, offsets, counts) = strips;
-        let rows_per_strip = (rows_per_strip as usize).clamp(1, self.info.height);
+        let rows_per_strip = (rows_per_strip as usize).min(self.info.height).max(1);
         let n_strips = self.info.height.div_ceil(rows_per_strip);
         if offsets.len() != n_strips || counts.len() != n_strips {
             return Ok(None);
@@ -1257,4 +1283,1029 @@ where
         image.encoder().write_tag(Tag::ImageDescription, d)?;
     }
     image.write_data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::tiff::encoder::colortype::{Gray32Float, Gray64Float, RGB8};
+    use std::panic::catch_unwind;
+
+    // ----- helpers -----
+
+    fn write_u16(path: &Path, w: usize, h: usize, pages: &[Vec<u16>], opts: WriteOptions) {
+        let mut wr = TiffWriter::create(path, w, h, PixelType::U16, opts).unwrap();
+        for p in pages {
+            wr.write_page_u16(p).unwrap();
+        }
+        wr.finish().unwrap();
+    }
+
+    fn read_all(path: &Path, fast: bool) -> Vec<Vec<f32>> {
+        let mut r = TiffPageReader::open(path).unwrap();
+        r.set_fast_path(fast);
+        let mut out = vec![0f32; r.info().page_len()];
+        let mut pages = Vec::new();
+        while r.read_page_into(&mut out).unwrap() {
+            pages.push(out.clone());
+        }
+        assert!(!r.read_page_into(&mut out).unwrap(), "stays at the end");
+        pages
+    }
+
+    /// Read every page, returning the first error; asserts that nothing panics.
+    fn try_read_everything(path: &Path) -> Result<usize> {
+        let result = catch_unwind(|| -> Result<usize> {
+            let mut r = TiffPageReader::open(path)?;
+            let mut out = vec![0f32; r.info().page_len()];
+            let mut n = 0;
+            while r.read_page_into(&mut out)? {
+                n += 1;
+            }
+            Ok(n)
+        });
+        result.expect("reading a TIFF must never panic")
+    }
+
+    fn pattern_u16(w: usize, h: usize, page: usize) -> Vec<u16> {
+        (0..w * h)
+            .map(|i| ((i * 7919 + page * 104729) % 65536) as u16)
+            .collect()
+    }
+
+    fn as_f32<T: Copy + Into<f32>>(v: &[T]) -> Vec<f32> {
+        v.iter().map(|&x| x.into()).collect()
+    }
+
+    /// A minimal classic-TIFF builder, so tests control byte order, strip layout and
+    /// individual tag values (the `tiff` encoder writes native order only).
+    struct RawPage {
+        width: u32,
+        height: u32,
+        bits: u16,
+        sample_format: u16,
+        rows_per_strip: u32,
+        /// Pixel bytes, already in the file's byte order.
+        data: Vec<u8>,
+        /// (tag, value) pairs replacing or adding scalar tags.
+        overrides: Vec<(u16, u32)>,
+    }
+
+    impl RawPage {
+        fn u16(width: u32, height: u32, values: &[u16], big_endian: bool) -> RawPage {
+            let data = values
+                .iter()
+                .flat_map(|v| {
+                    if big_endian {
+                        v.to_be_bytes()
+                    } else {
+                        v.to_le_bytes()
+                    }
+                })
+                .collect();
+            RawPage {
+                width,
+                height,
+                bits: 16,
+                sample_format: 1,
+                rows_per_strip: height,
+                data,
+                overrides: vec![],
+            }
+        }
+    }
+
+    fn put16(f: &mut Vec<u8>, v: u16, be: bool) {
+        f.extend(if be { v.to_be_bytes() } else { v.to_le_bytes() });
+    }
+    fn put32(f: &mut Vec<u8>, v: u32, be: bool) {
+        f.extend(if be { v.to_be_bytes() } else { v.to_le_bytes() });
+    }
+
+    fn build_classic(be: bool, pages: &[RawPage]) -> Vec<u8> {
+        const SHORT: u16 = 3;
+        const LONG: u16 = 4;
+        let mut f = Vec::new();
+        f.extend(if be { b"MM" } else { b"II" });
+        put16(&mut f, 42, be);
+        let mut next_ptr_at = f.len();
+        put32(&mut f, 0, be);
+        for p in pages {
+            let row_bytes = (p.width * u32::from(p.bits) / 8) as usize;
+            let rps = p.rows_per_strip.max(1) as usize;
+            let n_strips = (p.height as usize).div_ceil(rps);
+            let data_start = f.len();
+            f.extend(&p.data);
+            let mut offsets = Vec::new();
+            let mut counts = Vec::new();
+            for s in 0..n_strips {
+                let start = (s * rps * row_bytes).min(p.data.len());
+                let end = ((s + 1) * rps).min(p.height as usize) * row_bytes;
+                offsets.push((data_start + start) as u32);
+                counts.push((end.min(p.data.len()) - start) as u32);
+            }
+            // Strip tables of several entries live outside the IFD.
+            let table = |f: &mut Vec<u8>, v: &[u32]| -> u32 {
+                if v.len() == 1 {
+                    return v[0];
+                }
+                let at = f.len() as u32;
+                for &x in v {
+                    put32(f, x, be);
+                }
+                at
+            };
+            let off_field = table(&mut f, &offsets);
+            let cnt_field = table(&mut f, &counts);
+            let n = n_strips as u32;
+            let mut entries: Vec<(u16, u16, u32, u32)> = vec![
+                (256, LONG, 1, p.width),
+                (257, LONG, 1, p.height),
+                (258, SHORT, 1, u32::from(p.bits)),
+                (259, SHORT, 1, 1),
+                (262, SHORT, 1, 1),
+                (273, LONG, n, off_field),
+                (277, SHORT, 1, 1),
+                (278, LONG, 1, p.rows_per_strip),
+                (279, LONG, n, cnt_field),
+                (339, SHORT, 1, u32::from(p.sample_format)),
+            ];
+            for &(tag, value) in &p.overrides {
+                match entries.iter_mut().find(|e| e.0 == tag) {
+                    Some(e) => e.3 = value,
+                    None => entries.push((tag, LONG, 1, value)),
+                }
+            }
+            entries.sort_by_key(|e| e.0);
+            if f.len() % 2 == 1 {
+                f.push(0);
+            }
+            let ifd_at = f.len() as u32;
+            let patch = if be {
+                ifd_at.to_be_bytes()
+            } else {
+                ifd_at.to_le_bytes()
+            };
+            f[next_ptr_at..next_ptr_at + 4].copy_from_slice(&patch);
+            put16(&mut f, entries.len() as u16, be);
+            for (tag, ty, count, value) in entries {
+                put16(&mut f, tag, be);
+                put16(&mut f, ty, be);
+                put32(&mut f, count, be);
+                if ty == SHORT && count == 1 {
+                    put16(&mut f, value as u16, be);
+                    put16(&mut f, 0, be);
+                } else {
+                    put32(&mut f, value, be);
+                }
+            }
+            next_ptr_at = f.len();
+            put32(&mut f, 0, be);
+        }
+        f
+    }
+
+    fn lcg_bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect()
+    }
+
+    fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
+        match r {
+            Err(Error::Input { path: p, msg }) => {
+                assert_eq!(p, path, "error names the file");
+                assert!(
+                    msg.contains(needle),
+                    "message {msg:?} should mention {needle:?}"
+                );
+            }
+            other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
+        }
+    }
+
+    // ----- basics -----
+
+    #[test]
+    fn pixel_type_names_and_sizes() {
+        let all = [
+            PixelType::U8,
+            PixelType::U16,
+            PixelType::I16,
+            PixelType::U32,
+            PixelType::F32,
+        ];
+        let names: Vec<_> = all.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["uint8", "uint16", "int16", "uint32", "float32"]);
+        let bytes: Vec<_> = all.iter().map(|p| p.bytes()).collect();
+        assert_eq!(bytes, [1, 2, 2, 4, 4]);
+        assert_eq!(PixelType::I16.to_string(), "int16");
+    }
+
+    #[test]
+    fn bigtiff_threshold() {
+        assert!(!needs_bigtiff(0, 512, 512, 2));
+        assert!(!needs_bigtiff(1000, 512, 512, 2)); // 0.5 GB
+        assert!(!needs_bigtiff(7000, 512, 512, 2)); // 3.4 GiB
+        assert!(needs_bigtiff(8000, 512, 512, 2)); // 3.9+ GiB
+        assert!(needs_bigtiff(54000, 512, 512, 2)); // a long ScanImage session
+        assert!(needs_bigtiff(1, 100_000, 100_000, 4));
+        assert!(!needs_bigtiff(usize::MAX, 0, 0, 2) || needs_bigtiff(usize::MAX, 0, 0, 2));
+    }
+
+    // ----- round trips -----
+
+    #[test]
+    fn uint16_round_trip_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u16.tif");
+        let (w, h) = (11, 7); // not square: a transposition would show
+        let mut pages: Vec<Vec<u16>> = (0..5).map(|p| pattern_u16(w, h, p)).collect();
+        pages[0][0] = 0;
+        pages[0][1] = u16::MAX;
+        let opts = WriteOptions {
+            expected_pages: 5,
+            software: Some("cortexmap test".into()),
+            description: Some("hello\nworld".into()),
+            ..Default::default()
+        };
+        write_u16(&path, w, h, &pages, opts);
+
+        let info = probe(&path).unwrap();
+        assert_eq!((info.pages, info.width, info.height), (5, w, h));
+        assert_eq!(info.pixel_type, PixelType::U16);
+        assert!(!info.bigtiff);
+        assert_eq!(info.compression, "none");
+        assert_eq!(info.software.as_deref(), Some("cortexmap test"));
+        assert_eq!(info.description.as_deref(), Some("hello\nworld"));
+        assert_eq!(info.scanimage, None);
+        assert_eq!(info.file_size, std::fs::metadata(&path).unwrap().len());
+
+        let want: Vec<Vec<f32>> = pages.iter().map(|p| as_f32(p)).collect();
+        assert_eq!(read_all(&path, true), want);
+        assert_eq!(read_all(&path, false), want);
+    }
+
+    #[test]
+    fn int16_round_trip_with_negatives_and_deflate() {
+        let dir = tempfile::tempdir().unwrap();
+        for deflate in [false, true] {
+            let path = dir.path().join(format!("i16-{deflate}.tif"));
+            let (w, h) = (9, 4);
+            let pages: Vec<Vec<i16>> = (0..3)
+                .map(|p| {
+                    (0..w * h)
+                        .map(|i| (i as i32 * 1000 - 17000 + p * 3) as i16)
+                        .collect()
+                })
+                .collect();
+            let mut extremes = pages.clone();
+            extremes[1][0] = i16::MIN;
+            extremes[1][1] = -1;
+            extremes[1][2] = i16::MAX;
+            let opts = WriteOptions {
+                deflate,
+                ..Default::default()
+            };
+            let mut wr = TiffWriter::create(&path, w, h, PixelType::I16, opts).unwrap();
+            for p in &extremes {
+                wr.write_page_i16(p).unwrap();
+            }
+            assert_eq!(wr.pages_written(), 3);
+            wr.finish().unwrap();
+
+            let info = probe(&path).unwrap();
+            assert_eq!(info.pixel_type, PixelType::I16);
+            assert_eq!(info.compression, if deflate { "deflate" } else { "none" });
+            let want: Vec<Vec<f32>> = extremes.iter().map(|p| as_f32(p)).collect();
+            assert_eq!(read_all(&path, true), want);
+            assert_eq!(read_all(&path, false), want);
+        }
+    }
+
+    #[test]
+    fn forced_bigtiff_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.tif");
+        let pages: Vec<Vec<u16>> = (0..4).map(|p| pattern_u16(16, 5, p)).collect();
+        let opts = WriteOptions {
+            bigtiff: Some(true),
+            description: Some("big".into()),
+            ..Default::default()
+        };
+        write_u16(&path, 16, 5, &pages, opts);
+        let head = std::fs::read(&path).unwrap();
+        assert_eq!(
+            &head[2..4],
+            &43u16.to_le_bytes(),
+            "BigTIFF version in the header"
+        );
+        let info = probe(&path).unwrap();
+        assert!(info.bigtiff);
+        assert_eq!(info.pages, 4);
+        assert_eq!(info.description.as_deref(), Some("big"));
+        let want: Vec<Vec<f32>> = pages.iter().map(|p| as_f32(p)).collect();
+        assert_eq!(read_all(&path, true), want);
+        assert_eq!(read_all(&path, false), want);
+    }
+
+    #[test]
+    fn automatic_bigtiff_choice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auto.tif");
+        let small =
+            TiffWriter::create(&path, 4, 4, PixelType::U16, WriteOptions::default()).unwrap();
+        assert!(!small.is_bigtiff());
+        drop(small);
+        let opts = WriteOptions {
+            expected_pages: 54_000,
+            ..Default::default()
+        };
+        let large = TiffWriter::create(&path, 512, 512, PixelType::I16, opts).unwrap();
+        assert!(large.is_bigtiff());
+    }
+
+    #[test]
+    fn skip_and_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("skip.tif");
+        let pages: Vec<Vec<u16>> = (0..4).map(|p| vec![p as u16; 6]).collect();
+        let opts = WriteOptions {
+            description: Some("first".into()),
+            ..Default::default()
+        };
+        write_u16(&path, 3, 2, &pages, opts);
+        let mut r = TiffPageReader::open(&path).unwrap();
+        let mut out = vec![0f32; 6];
+        assert_eq!(r.page_description().as_deref(), Some("first"));
+        assert!(r.skip_page().unwrap());
+        assert_eq!(r.page_description(), None);
+        assert!(r.read_page_into(&mut out).unwrap());
+        assert_eq!(out, vec![1.0; 6]);
+        assert!(r.skip_page().unwrap());
+        assert!(r.read_page_into(&mut out).unwrap());
+        assert_eq!(out, vec![3.0; 6]);
+        assert_eq!(r.position(), 4);
+        assert!(!r.skip_page().unwrap());
+        assert!(!r.read_page_into(&mut out).unwrap());
+        assert_eq!(r.page_description(), None);
+    }
+
+    #[test]
+    fn wrong_buffer_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buf.tif");
+        write_u16(&path, 3, 2, &[vec![1; 6]], WriteOptions::default());
+        let mut r = TiffPageReader::open(&path).unwrap();
+        assert!(r.read_page_into(&mut [0f32; 5]).is_err());
+    }
+
+    #[test]
+    fn big_endian_and_multi_strip_layouts_read_identically_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (5u32, 7u32);
+        let values: Vec<u16> = (0..w * h).map(|i| (i * 1201 % 65536) as u16).collect();
+        for be in [false, true] {
+            for rps in [1, 2, 3, 7, 100] {
+                let path = dir.path().join(format!("raw-{be}-{rps}.tif"));
+                let mut page = RawPage::u16(w, h, &values, be);
+                page.rows_per_strip = rps;
+                let second = RawPage::u16(
+                    w,
+                    h,
+                    &values.iter().map(|v| v ^ 0xff).collect::<Vec<_>>(),
+                    be,
+                );
+                std::fs::write(&path, build_classic(be, &[page, second])).unwrap();
+                let fast = read_all(&path, true);
+                assert_eq!(fast, read_all(&path, false), "be={be} rps={rps}");
+                assert_eq!(fast[0], as_f32(&values));
+            }
+        }
+    }
+
+    #[test]
+    fn other_pixel_types_read_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        // uint8, uint32 and float32 via the hand-built writer, big-endian included.
+        for be in [false, true] {
+            let u8_page = RawPage {
+                width: 3,
+                height: 2,
+                bits: 8,
+                sample_format: 1,
+                rows_per_strip: 1,
+                data: vec![0, 1, 2, 253, 254, 255],
+                overrides: vec![],
+            };
+            let u32_vals = [0u32, 1, 70000, 16_777_216, 3, 9];
+            let u32_page = RawPage {
+                width: 3,
+                height: 2,
+                bits: 32,
+                sample_format: 1,
+                rows_per_strip: 2,
+                data: u32_vals
+                    .iter()
+                    .flat_map(|v| if be { v.to_be_bytes() } else { v.to_le_bytes() })
+                    .collect(),
+                overrides: vec![],
+            };
+            let f_vals = [-1.5f32, 0.0, 2.25, 1e6, -3e-3, 7.0];
+            let f_page = RawPage {
+                width: 3,
+                height: 2,
+                bits: 32,
+                sample_format: 3,
+                rows_per_strip: 1,
+                data: f_vals
+                    .iter()
+                    .flat_map(|v| if be { v.to_be_bytes() } else { v.to_le_bytes() })
+                    .collect(),
+                overrides: vec![],
+            };
+            let cases: [(RawPage, PixelType, Vec<f32>); 3] = [
+                (u8_page, PixelType::U8, vec![0., 1., 2., 253., 254., 255.]),
+                (
+                    u32_page,
+                    PixelType::U32,
+                    u32_vals.iter().map(|&v| v as f32).collect(),
+                ),
+                (f_page, PixelType::F32, f_vals.to_vec()),
+            ];
+            for (i, (page, ty, want)) in cases.into_iter().enumerate() {
+                let path = dir.path().join(format!("t{i}-{be}.tif"));
+                std::fs::write(&path, build_classic(be, &[page])).unwrap();
+                assert_eq!(probe(&path).unwrap().pixel_type, ty);
+                assert_eq!(read_all(&path, true), vec![want.clone()], "{ty} be={be}");
+                assert_eq!(read_all(&path, false), vec![want], "{ty} be={be} decoder");
+            }
+        }
+    }
+
+    #[test]
+    fn readers_and_writers_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<TiffPageReader>();
+        assert_send::<TiffWriter>();
+        assert_send::<TiffInfo>();
+    }
+
+    // ----- the writer's contract -----
+
+    #[test]
+    fn writer_rejects_bad_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.tif");
+        for ty in [PixelType::U8, PixelType::U32, PixelType::F32] {
+            assert!(matches!(
+                TiffWriter::create(&path, 4, 4, ty, WriteOptions::default()),
+                Err(Error::Usage(_))
+            ));
+        }
+        assert!(TiffWriter::create(&path, 0, 4, PixelType::U16, WriteOptions::default()).is_err());
+        let bad_text = WriteOptions {
+            description: Some("µm".into()),
+            ..Default::default()
+        };
+        assert!(TiffWriter::create(&path, 4, 4, PixelType::U16, bad_text).is_err());
+
+        let mut wr =
+            TiffWriter::create(&path, 4, 4, PixelType::U16, WriteOptions::default()).unwrap();
+        assert!(wr.write_page_i16(&[0; 16]).is_err(), "wrong pixel type");
+        assert!(wr.write_page_u16(&[0; 15]).is_err(), "wrong length");
+        assert!(matches!(wr.finish(), Err(Error::Usage(_))), "no pages");
+        assert!(!path.exists());
+        let missing_dir = dir.path().join("nope").join("x.tif");
+        assert!(matches!(
+            TiffWriter::create(&missing_dir, 4, 4, PixelType::U16, WriteOptions::default()),
+            Err(Error::Output { .. })
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temporaries left"
+        );
+    }
+
+    #[test]
+    fn dropping_a_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.tif");
+        {
+            let mut wr =
+                TiffWriter::create(&path, 4, 4, PixelType::U16, WriteOptions::default()).unwrap();
+            wr.write_page_u16(&[7; 16]).unwrap();
+            assert!(temp_path_for(&path).exists(), "written to a temporary");
+            assert!(!path.exists(), "not visible before finish");
+        }
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    // ----- bad input: errors, never panics -----
+
+    #[test]
+    fn empty_short_and_non_tiff_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.tif");
+        std::fs::write(&path, b"").unwrap();
+        assert_input_error(probe(&path), &path, "empty");
+        std::fs::write(&path, b"II*\0").unwrap();
+        assert_input_error(probe(&path), &path, "too short");
+        std::fs::write(&path, b"PK\x03\x04 this is a zip file").unwrap();
+        assert_input_error(probe(&path), &path, "not a TIFF");
+        std::fs::write(&path, b"II\x2a\x00\x00\x00\x00\x00rest").unwrap();
+        assert_input_error(probe(&path), &path, "no pages");
+        std::fs::write(&path, b"II\x2a\x00\xff\xff\x00\x00rest").unwrap();
+        assert_input_error(probe(&path), &path, "truncated");
+        std::fs::write(&path, b"II\x2c\x00\x08\x00\x00\x00rest").unwrap();
+        assert_input_error(probe(&path), &path, "version 44");
+        let missing = dir.path().join("missing.tif");
+        assert_input_error(probe(&missing), &missing, "cannot read");
+    }
+
+    #[test]
+    fn header_claiming_bigtiff_falsely() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake-big.tif");
+        write_u16(
+            &path,
+            4,
+            3,
+            &[vec![1; 12], vec![2; 12]],
+            WriteOptions::default(),
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2] = 43; // classic header bytes now read as a BigTIFF header
+        std::fs::write(&path, &bytes).unwrap();
+        assert_input_error(probe(&path), &path, "BigTIFF");
+    }
+
+    #[test]
+    fn truncated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.tif");
+        let pages: Vec<Vec<u16>> = (0..3).map(|p| pattern_u16(8, 6, p)).collect();
+        let opts = WriteOptions {
+            description: Some("d".into()),
+            ..Default::default()
+        };
+        write_u16(&full, 8, 6, &pages, opts);
+        let bytes = std::fs::read(&full).unwrap();
+        let n = bytes.len();
+        let path = dir.path().join("cut.tif");
+        let mut cuts: Vec<usize> = vec![
+            0,
+            1,
+            4,
+            7,
+            8,
+            9,
+            15,
+            50,
+            96,
+            104,
+            n / 3,
+            n / 2,
+            2 * n / 3,
+            n - 20,
+            n - 4,
+            n - 1,
+        ];
+        cuts.extend((0..n).step_by(13));
+        for cut in cuts {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let r = try_read_everything(&path);
+            assert!(
+                r.is_err(),
+                "a file cut at {cut} of {n} bytes must be rejected"
+            );
+            match r {
+                Err(Error::Input { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("expected an input error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn file_truncated_after_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shrinks.tif");
+        let pages: Vec<Vec<u16>> = (0..4).map(|p| pattern_u16(32, 32, p)).collect();
+        write_u16(&path, 32, 32, &pages, WriteOptions::default());
+        for fast in [true, false] {
+            let bytes = std::fs::read(&path).unwrap();
+            let info = probe(&path).unwrap();
+            let mut r = TiffPageReader::open_probed(info).unwrap();
+            r.set_fast_path(fast);
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            let mut out = vec![0f32; 32 * 32];
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut n = 0;
+                while r.read_page_into(&mut out)? {
+                    n += 1;
+                }
+                Ok::<usize, Error>(n)
+            }))
+            .expect("no panic");
+            assert!(
+                matches!(result, Err(Error::Input { .. })),
+                "fast={fast}: {result:?}"
+            );
+            std::fs::write(&path, &bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn random_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("random.tif");
+        for seed in 0..200 {
+            let mut bytes = lcg_bytes(seed, 64 + (seed as usize * 37) % 4000);
+            if seed % 2 == 0 {
+                // Valid signature, garbage after it: exercises the decoder itself.
+                bytes[..4].copy_from_slice(if seed % 4 == 0 { b"II*\0" } else { b"MM\0*" });
+                bytes[4..8].copy_from_slice(&8u32.to_le_bytes());
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(try_read_everything(&path).is_err(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn every_single_byte_corruption_of_a_small_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.tif");
+        let pages: Vec<Vec<u16>> = (0..3).map(|p| pattern_u16(6, 4, p)).collect();
+        let opts = WriteOptions {
+            description: Some("frameNumbers = 1".into()),
+            ..Default::default()
+        };
+        write_u16(&good, 6, 4, &pages, opts);
+        let bytes = std::fs::read(&good).unwrap();
+        let path = dir.path().join("flipped.tif");
+        for i in 0..bytes.len() {
+            for v in [0x00, 0xff, bytes[i] ^ 0x80] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                std::fs::write(&path, &b).unwrap();
+                // Either outcome is fine (a flipped pixel is still a valid file);
+                // a panic, or an error of another kind, is not.
+                if let Err(e) = try_read_everything(&path) {
+                    assert!(matches!(e, Error::Input { .. }), "byte {i} = {v:#x}: {e:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tags.tif");
+        let values: Vec<u16> = (0..12).collect();
+        let cases: [(Vec<(u16, u32)>, &str); 8] = [
+            (vec![(256, 0)], "page 0"),                       // zero width
+            (vec![(256, 100_000), (257, 100_000)], "page 0"), // huge, data far too small
+            (vec![(258, 0)], "page 0"),                       // zero bits per sample
+            (vec![(258, 12)], "12-bit"),                      // unsupported depth
+            (vec![(259, 12345)], "page 0"),                   // unknown compression
+            (vec![(273, 1 << 30)], "past the end"),           // strip offset beyond the file
+            (vec![(279, 1 << 30)], "past the end"),           // strip byte count beyond the file
+            (vec![(339, 3)], "16-bit floating-point"),        // float16: unsupported
+        ];
+        for (overrides, needle) in cases {
+            let mut page = RawPage::u16(4, 3, &values, false);
+            page.overrides = overrides.clone();
+            std::fs::write(&path, build_classic(false, &[page])).unwrap();
+            let r = try_read_everything(&path);
+            assert_input_error(r, &path, needle);
+        }
+    }
+
+    #[test]
+    fn pages_that_disagree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mixed.tif");
+        let a = RawPage::u16(4, 3, &[1; 12], false);
+        let b = RawPage::u16(4, 3, &[2; 12], false);
+        let c = RawPage::u16(3, 4, &[3; 12], false);
+        std::fs::write(&path, build_classic(false, &[a, b, c])).unwrap();
+        assert_input_error(probe(&path), &path, "page 2 is 3x4");
+
+        let a = RawPage::u16(4, 3, &[1; 12], false);
+        let mut b = RawPage::u16(4, 3, &[2; 12], false);
+        b.sample_format = 2;
+        std::fs::write(&path, build_classic(false, &[a, b])).unwrap();
+        assert_input_error(probe(&path), &path, "page 1 is 4x3 (width x height) int16");
+    }
+
+    #[test]
+    fn rgb_and_unsupported_types_via_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rgb.tif");
+        {
+            let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+            enc.write_image::<RGB8>(2, 2, &[0u8; 12]).unwrap();
+        }
+        assert_input_error(probe(&path), &path, "single-channel");
+        {
+            let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+            enc.write_image::<Gray64Float>(2, 2, &[0f64; 4]).unwrap();
+        }
+        assert_input_error(probe(&path), &path, "64-bit floating-point");
+    }
+
+    #[test]
+    fn float32_nan_and_infinity_are_input_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("float.tif");
+        {
+            let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+            enc.write_image::<Gray32Float>(3, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+                .unwrap();
+            enc.write_image::<Gray32Float>(3, 2, &[1.0, 2.0, 3.0, 4.0, f32::NAN, 6.0])
+                .unwrap();
+            enc.write_image::<Gray32Float>(3, 2, &[f32::INFINITY; 6])
+                .unwrap();
+        }
+        assert_eq!(probe(&path).unwrap().pixel_type, PixelType::F32);
+        for fast in [true, false] {
+            let mut r = TiffPageReader::open(&path).unwrap();
+            r.set_fast_path(fast);
+            let mut out = vec![0f32; 6];
+            assert!(r.read_page_into(&mut out).unwrap());
+            assert_eq!(out, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+            let err = r.read_page_into(&mut out).unwrap_err();
+            assert_input_error::<()>(Err(err), &path, "page 1: pixel (row 1, column 1) is NaN");
+        }
+        // Skipping the bad page is fine; the infinite one is not.
+        let mut r = TiffPageReader::open(&path).unwrap();
+        let mut out = vec![0f32; 6];
+        r.skip_page().unwrap();
+        r.skip_page().unwrap();
+        assert_input_error(
+            r.read_page_into(&mut out),
+            &path,
+            "page 2: pixel (row 0, column 0) is inf",
+        );
+    }
+
+    #[test]
+    fn imagej_raw_stacks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imagej.tif");
+        let opts = WriteOptions {
+            description: Some("ImageJ=1.53t\nimages=5000\nframes=5000\n".into()),
+            ..Default::default()
+        };
+        write_u16(&path, 4, 4, &[vec![0; 16]], opts);
+        assert_input_error(probe(&path), &path, "images");
+        let opts = WriteOptions {
+            description: Some("ImageJ=1.53t\nimages=2\n".into()),
+            ..Default::default()
+        };
+        write_u16(&path, 4, 4, &[vec![0; 16], vec![1; 16]], opts);
+        assert_eq!(probe(&path).unwrap().pages, 2);
+    }
+
+    #[test]
+    fn scanimage_metadata_from_per_page_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("si.tif");
+        {
+            let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+            for page in 0..6u32 {
+                let mut img = enc.new_image::<GrayI16>(4, 2).unwrap();
+                if page == 0 {
+                    img.encoder()
+                        .write_tag(
+                            Tag::Software,
+                            "SI.VERSION_MAJOR = '5.7'\nSI.hChannels.channelSave = 1\n",
+                        )
+                        .unwrap();
+                }
+                let desc = format!("frameNumbers = {}\nframeTimestamps_sec = 0\n", page / 2 + 1);
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .unwrap();
+                img.write_data(&[page as i16; 8]).unwrap();
+            }
+        }
+        let info = probe(&path).unwrap();
+        let si = info.scanimage.unwrap();
+        assert_eq!(si.version.as_deref(), Some("5.7"));
+        assert_eq!(si.channels_saved, vec![1]);
+        assert_eq!(si.interleaved_channels, Some(2));
+        assert_eq!(si.channels_in_file(), 2);
+        let mut r = TiffPageReader::open(&path).unwrap();
+        r.skip_page().unwrap();
+        r.skip_page().unwrap();
+        assert!(r
+            .page_description()
+            .unwrap()
+            .starts_with("frameNumbers = 2"));
+    }
+
+    // ----- real data -----
+
+    fn real_data_dir() -> Option<PathBuf> {
+        let dir = std::env::var_os("CORTEXMAP_REAL_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/real"))
+            });
+        if dir.is_dir() {
+            Some(dir)
+        } else {
+            eprintln!(
+                "real data folder {} not found; skipping real-data test",
+                dir.display()
+            );
+            None
+        }
+    }
+
+    struct Stats {
+        min: f32,
+        max: f32,
+    }
+
+    fn stats(pages: &[Vec<f32>]) -> Stats {
+        let all = pages.iter().flatten().copied();
+        Stats {
+            min: all.clone().fold(f32::INFINITY, f32::min),
+            max: all.fold(f32::NEG_INFINITY, f32::max),
+        }
+    }
+
+    #[test]
+    fn real_tiffs_probe_and_read() {
+        let Some(dir) = real_data_dir() else { return };
+        let mut found = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let sub = entry.unwrap().path();
+            let Ok(files) = std::fs::read_dir(&sub) else {
+                continue;
+            };
+            for f in files {
+                let path = f.unwrap().path();
+                if path.extension().is_some_and(|e| e == "tif" || e == "tiff") {
+                    let info = probe(&path).unwrap();
+                    let fast = read_all(&path, true);
+                    assert_eq!(fast.len(), info.pages);
+                    assert_eq!(fast, read_all(&path, false), "{}", path.display());
+                    found += 1;
+                }
+            }
+        }
+        assert!(found >= 3, "expected the three real TIFFs, found {found}");
+    }
+
+    #[test]
+    fn real_neurofinder_movie() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("neurofinder_crop192/movie_600x192x192_u16.tif");
+        let info = probe(&path).unwrap();
+        assert_eq!((info.pages, info.height, info.width), (600, 192, 192));
+        assert_eq!(info.pixel_type, PixelType::U16);
+        assert!(!info.bigtiff);
+        assert_eq!(info.compression, "none");
+        let s = stats(&read_all(&path, true));
+        assert_eq!(s.max, 3810.0);
+        assert!(s.min >= 0.0);
+    }
+
+    #[test]
+    fn real_sima_example() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("sima_ca1_example/example_20x128x256_u16.tif");
+        let info = probe(&path).unwrap();
+        assert_eq!((info.pages, info.height, info.width), (20, 128, 256));
+        assert_eq!(info.pixel_type, PixelType::U16);
+        assert!(info
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("ImageJ=1.48v"));
+        let s = stats(&read_all(&path, true));
+        assert!(s.max <= 4094.0 && s.min >= 0.0);
+    }
+
+    #[test]
+    fn real_scanimage_57_file() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("scanimage57_2ch/scanimage57_resonant_2ch_3frames_512.tif");
+        let info = probe(&path).unwrap();
+        assert!(info.bigtiff);
+        assert_eq!((info.pages, info.height, info.width), (6, 512, 512));
+        assert_eq!(info.pixel_type, PixelType::I16);
+        let si = info.scanimage.clone().unwrap();
+        assert_eq!(si.version.as_deref(), Some("5.7"));
+        assert!((si.frame_rate.unwrap() - 29.9786).abs() < 1e-6);
+        assert_eq!(si.bidirectional, Some(true));
+        assert_eq!(si.zoom, Some(2.0));
+        assert_eq!(si.channels_active, vec![1, 2]);
+        assert_eq!(si.lines_per_frame, Some(512));
+        assert_eq!(si.pixels_per_line, Some(512));
+        assert_eq!(si.data_type.as_deref(), Some("int16"));
+        assert_eq!(si.interleaved_channels, Some(2));
+        assert_eq!(si.channels_in_file(), 2);
+        let pages = read_all(&path, true);
+        assert!(stats(&pages).min < 0.0, "int16 with a negative offset");
+        let mut r = TiffPageReader::open(&path).unwrap();
+        r.skip_page().unwrap();
+        let desc = r.page_description().unwrap();
+        assert!(desc.contains("frameNumbers = 1"), "{desc}");
+    }
+
+    /// Read speed on the neurofinder movie. Run with
+    /// `cargo test --release -- --ignored --nocapture read_speed`.
+    #[test]
+    #[ignore]
+    fn read_speed() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("neurofinder_crop192/movie_600x192x192_u16.tif");
+        let _ = read_all(&path, true); // warm the page cache
+        for fast in [true, false] {
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                let mut r = TiffPageReader::open(&path).unwrap();
+                r.set_fast_path(fast);
+                let mut out = vec![0f32; r.info().page_len()];
+                let mut n = 0;
+                while r.read_page_into(&mut out).unwrap() {
+                    n += 1;
+                }
+                assert_eq!(n, 600);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "{}: {:.0} frames/s (600 frames 192x192 uint16 incl. probe, best of 5: {:.1} ms)",
+                if fast {
+                    "direct strip reads"
+                } else {
+                    "tiff decoder"
+                },
+                600.0 / best,
+                best * 1e3
+            );
+        }
+        let t = std::time::Instant::now();
+        probe(&path).unwrap();
+        eprintln!("probe alone: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// Read speed on synthetic 512x512 int16 stacks: one strip per page (as
+    /// cortexmap writes) and 8 rows per strip (as ScanImage writes). Run with
+    /// `cargo test --release -- --ignored --nocapture read_speed_512`.
+    #[test]
+    #[ignore]
+    fn read_speed_512() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = 400;
+        let data: Vec<i16> = (0..512 * 512).map(|i| (i % 4000) as i16 - 500).collect();
+        for rows_per_strip in [512u32, 8] {
+            let path = dir.path().join(format!("bench-{rows_per_strip}.tif"));
+            {
+                let file = BufWriter::new(File::create(&path).unwrap());
+                let mut enc = TiffEncoder::new_big(file).unwrap();
+                for _ in 0..pages {
+                    let mut img = enc.new_image::<GrayI16>(512, 512).unwrap();
+                    img.rows_per_strip(rows_per_strip).unwrap();
+                    img.write_data(&data).unwrap();
+                }
+            }
+            let _ = read_all(&path, true); // warm the page cache
+            for fast in [true, false] {
+                let mut best = f64::INFINITY;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    let mut r = TiffPageReader::open(&path).unwrap();
+                    r.set_fast_path(fast);
+                    let mut out = vec![0f32; r.info().page_len()];
+                    while r.read_page_into(&mut out).unwrap() {}
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                eprintln!(
+                    "512x512 int16, {rows_per_strip} rows/strip, {}: {:.0} frames/s",
+                    if fast {
+                        "direct strip reads"
+                    } else {
+                        "tiff decoder"
+                    },
+                    pages as f64 / best
+                );
+            }
+        }
+    }
 }

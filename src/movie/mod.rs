@@ -295,3 +295,363 @@ fn expect_page(reader: &TiffPageReader, present: bool) -> Result<()> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::tiff::{TiffWriter, WriteOptions};
+    use ::tiff::encoder::colortype::{Gray32Float, GrayI16};
+    use ::tiff::encoder::TiffEncoder;
+    use ::tiff::tags::Tag;
+    use std::fs::File;
+    use std::path::Path;
+
+    const W: usize = 5;
+    const H: usize = 3;
+
+    /// A uint16 file whose page `p` is filled with `value(p)`, plus one marker pixel
+    /// (row 2, column 4) so that a transposed read would show.
+    fn write_pages(path: &Path, pages: usize, value: impl Fn(usize) -> u16) {
+        let mut wr =
+            TiffWriter::create(path, W, H, PixelType::U16, WriteOptions::default()).unwrap();
+        for p in 0..pages {
+            let mut data = vec![value(p); W * H];
+            data[2 * W + 4] = 60000;
+            wr.write_page_u16(&data).unwrap();
+        }
+        wr.finish().unwrap();
+    }
+
+    fn read_all(spec: &MovieSpec, batch: usize) -> (Vec<usize>, Vec<f32>) {
+        let mut reader = MovieReader::open(spec).unwrap();
+        let mut firsts = Vec::new();
+        let mut values = Vec::new();
+        while let Some(b) = reader.read_batch(batch).unwrap() {
+            assert_eq!(b.frames.dim().1, H);
+            assert_eq!(b.frames.dim().2, W);
+            assert!(b.frames.dim().0 <= batch);
+            assert_eq!(b.first_frame, reader.position() - b.frames.dim().0);
+            firsts.push(b.first_frame);
+            for frame in b.frames.outer_iter() {
+                assert_eq!(frame[[2, 4]], 60000.0, "marker pixel at row 2, column 4");
+                values.push(frame[[0, 0]]);
+            }
+        }
+        assert!(
+            reader.read_batch(batch).unwrap().is_none(),
+            "stays at the end"
+        );
+        (firsts, values)
+    }
+
+    fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
+        match r {
+            Err(Error::Input { path: p, msg }) => {
+                assert_eq!(p, path, "error names the file ({msg})");
+                assert!(
+                    msg.contains(needle),
+                    "message {msg:?} should mention {needle:?}"
+                );
+            }
+            other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_concatenate_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [2usize, 3, 1];
+        let mut files = Vec::new();
+        let mut offset = 0;
+        for (i, &n) in sizes.iter().enumerate() {
+            let path = dir.path().join(format!("part{i}.tif"));
+            write_pages(&path, n, |p| (offset + p) as u16 * 10);
+            offset += n;
+            files.push(path);
+        }
+        let spec = MovieSpec::new(files.clone());
+        let info = probe_movie(&spec).unwrap();
+        assert_eq!(info.n_frames, 6);
+        assert_eq!(
+            (info.height, info.width, info.pixel_type),
+            (H, W, PixelType::U16)
+        );
+        assert_eq!(info.frame_len(), W * H);
+        let per_file: Vec<usize> = info.files.iter().map(|(_, n)| *n).collect();
+        assert_eq!(per_file, sizes);
+        assert_eq!(info.files[1].0, files[1]);
+
+        let want: Vec<f32> = (0..6).map(|f| f as f32 * 10.0).collect();
+        for (batch, firsts) in [
+            (1, vec![0, 1, 2, 3, 4, 5]),
+            (2, vec![0, 2, 4]),
+            (4, vec![0, 4]),
+            (100, vec![0]),
+        ] {
+            let (got_firsts, values) = read_all(&spec, batch);
+            assert_eq!(got_firsts, firsts, "batch {batch}");
+            assert_eq!(values, want, "batch {batch}");
+        }
+    }
+
+    #[test]
+    fn interleaved_channels_are_separated() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two files of 3 and 2 frames, 2 channels: page value = 1000 * channel + frame.
+        let a = dir.path().join("a.tif");
+        let b = dir.path().join("b.tif");
+        write_pages(&a, 6, |p| (1000 * (p % 2) + p / 2) as u16);
+        write_pages(&b, 4, |p| (1000 * (p % 2) + 3 + p / 2) as u16);
+        for channel in 0..2 {
+            let spec = MovieSpec {
+                files: vec![a.clone(), b.clone()],
+                channels: 2,
+                channel,
+            };
+            let info = probe_movie(&spec).unwrap();
+            assert_eq!(info.n_frames, 5);
+            assert_eq!(
+                info.files.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+                [3, 2]
+            );
+            for batch in [1, 2, 5] {
+                let (_, values) = read_all(&spec, batch);
+                let want: Vec<f32> = (0..5).map(|f| (1000 * channel + f) as f32).collect();
+                assert_eq!(values, want, "channel {channel}, batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tif");
+        write_pages(&a, 2, |p| p as u16);
+        // Another shape.
+        let b = dir.path().join("b.tif");
+        let mut wr = TiffWriter::create(&b, 4, 4, PixelType::U16, WriteOptions::default()).unwrap();
+        wr.write_page_u16(&[0; 16]).unwrap();
+        wr.finish().unwrap();
+        let spec = MovieSpec::new(vec![a.clone(), b.clone()]);
+        assert_input_error(
+            probe_movie(&spec),
+            &b,
+            "4x4 (width x height) uint16 but earlier files",
+        );
+        // Another pixel type.
+        let c = dir.path().join("c.tif");
+        let mut wr = TiffWriter::create(&c, W, H, PixelType::I16, WriteOptions::default()).unwrap();
+        wr.write_page_i16(&[-1; W * H]).unwrap();
+        wr.finish().unwrap();
+        let spec = MovieSpec::new(vec![a.clone(), c.clone()]);
+        assert_input_error(probe_movie(&spec), &c, "int16");
+        assert!(MovieReader::open(&spec).is_err());
+    }
+
+    #[test]
+    fn bad_channel_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tif");
+        let b = dir.path().join("b.tif");
+        write_pages(&a, 4, |p| p as u16);
+        write_pages(&b, 3, |p| p as u16);
+        let spec = MovieSpec {
+            files: vec![a.clone(), b.clone()],
+            channels: 2,
+            channel: 0,
+        };
+        assert_input_error(
+            probe_movie(&spec),
+            &b,
+            "3 pages do not split into frames of 2",
+        );
+        let spec = MovieSpec {
+            files: vec![a.clone()],
+            channels: 2,
+            channel: 2,
+        };
+        assert!(matches!(probe_movie(&spec), Err(Error::Usage(_))));
+        let spec = MovieSpec {
+            files: vec![a.clone()],
+            channels: 0,
+            channel: 0,
+        };
+        assert!(matches!(probe_movie(&spec), Err(Error::Usage(_))));
+        assert!(matches!(
+            probe_movie(&MovieSpec::new(vec![])),
+            Err(Error::Usage(_))
+        ));
+        let mut reader = MovieReader::open(&MovieSpec::new(vec![a.clone()])).unwrap();
+        assert!(matches!(reader.read_batch(0), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn missing_and_corrupt_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tif");
+        write_pages(&a, 2, |p| p as u16);
+        let missing = dir.path().join("missing.tif");
+        assert_input_error(
+            probe_movie(&MovieSpec::new(vec![a.clone(), missing.clone()])),
+            &missing,
+            "cannot read",
+        );
+        let junk = dir.path().join("junk.tif");
+        std::fs::write(&junk, b"not a tiff at all").unwrap();
+        assert_input_error(
+            MovieReader::open(&MovieSpec::new(vec![junk.clone()])).map(|_| ()),
+            &junk,
+            "not a TIFF",
+        );
+    }
+
+    #[test]
+    fn scanimage_interleave_must_match_the_channel_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("si.tif");
+        {
+            let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+            for page in 0..4u32 {
+                let mut img = enc.new_image::<GrayI16>(W as u32, H as u32).unwrap();
+                let desc = format!("frameNumbers = {}\n", page / 2 + 1);
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .unwrap();
+                img.write_data(&[page as i16 - 2; W * H]).unwrap();
+            }
+        }
+        let one = MovieSpec::new(vec![path.clone()]);
+        assert_input_error(probe_movie(&one), &path, "2 interleaved channel(s)");
+        let two = MovieSpec {
+            files: vec![path.clone()],
+            channels: 2,
+            channel: 1,
+        };
+        let info = probe_movie(&two).unwrap();
+        assert_eq!(info.n_frames, 2);
+        assert_eq!(
+            info.scanimage.as_ref().unwrap().interleaved_channels,
+            Some(2)
+        );
+        let mut reader = MovieReader::open(&two).unwrap();
+        let batch = reader.read_batch(10).unwrap().unwrap();
+        let firsts: Vec<f32> = batch.frames.outer_iter().map(|f| f[[0, 0]]).collect();
+        assert_eq!(firsts, [-1.0, 1.0]);
+    }
+
+    #[test]
+    fn nan_in_a_float_movie_names_file_and_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.tif");
+        let bad = dir.path().join("bad.tif");
+        for (path, poison) in [(&good, false), (&bad, true)] {
+            let mut enc = TiffEncoder::new(File::create(path).unwrap()).unwrap();
+            for page in 0..3 {
+                let mut data = vec![page as f32 + 0.5; W * H];
+                if poison && page == 2 {
+                    data[7] = f32::NAN;
+                }
+                enc.write_image::<Gray32Float>(W as u32, H as u32, &data)
+                    .unwrap();
+            }
+        }
+        let spec = MovieSpec::new(vec![good.clone(), bad.clone()]);
+        let info = probe_movie(&spec).unwrap();
+        assert_eq!(info.pixel_type, PixelType::F32);
+        let mut reader = MovieReader::open(&spec).unwrap();
+        let first = reader.read_batch(4).unwrap().unwrap();
+        assert_eq!(first.frames[[3, 0, 0]], 0.5);
+        assert_input_error(
+            reader.read_batch(4),
+            &bad,
+            "page 2: pixel (row 1, column 2) is NaN",
+        );
+    }
+
+    #[test]
+    fn reader_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<MovieReader>();
+        assert_send::<FrameBatch>();
+    }
+
+    // ----- real data -----
+
+    fn real_data_dir() -> Option<PathBuf> {
+        let dir = std::env::var_os("CORTEXMAP_REAL_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/real"))
+            });
+        if dir.is_dir() {
+            Some(dir)
+        } else {
+            eprintln!(
+                "real data folder {} not found; skipping real-data test",
+                dir.display()
+            );
+            None
+        }
+    }
+
+    fn mean_std(values: impl Iterator<Item = f32>) -> (f64, f64) {
+        let v: Vec<f64> = values.map(f64::from).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn real_scanimage_channels() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("scanimage57_2ch/scanimage57_resonant_2ch_3frames_512.tif");
+        let mut stats = Vec::new();
+        for channel in 0..2 {
+            let spec = MovieSpec {
+                files: vec![path.clone()],
+                channels: 2,
+                channel,
+            };
+            let mut reader = MovieReader::open(&spec).unwrap();
+            assert_eq!(reader.info().n_frames, 3);
+            assert_eq!(reader.info().pixel_type, PixelType::I16);
+            let si = reader.info().scanimage.clone().unwrap();
+            assert_eq!(si.version.as_deref(), Some("5.7"));
+            let batch = reader.read_batch(2).unwrap().unwrap();
+            let rest = reader.read_batch(2).unwrap().unwrap();
+            assert_eq!(
+                (batch.frames.dim().0, rest.frames.dim().0, rest.first_frame),
+                (2, 1, 2)
+            );
+            assert!(reader.read_batch(2).unwrap().is_none());
+            stats.push(mean_std(
+                batch.frames.iter().chain(rest.frames.iter()).copied(),
+            ));
+        }
+        let (mean0, _) = stats[0];
+        let (_, std1) = stats[1];
+        eprintln!("ScanImage 5.7 file: channel 0 mean {mean0:.1}, channel 1 std {std1:.2}");
+        assert!((mean0 + 527.0).abs() < 5.0, "channel 0 mean {mean0}");
+        assert!((std1 - 6.0).abs() < 1.0, "channel 1 std {std1}");
+        // Read as one channel, the file is refused: its pages are interleaved.
+        assert!(probe_movie(&MovieSpec::new(vec![path])).is_err());
+    }
+
+    #[test]
+    fn real_neurofinder_in_batches() {
+        let Some(dir) = real_data_dir() else { return };
+        let path = dir.join("neurofinder_crop192/movie_600x192x192_u16.tif");
+        let spec = MovieSpec::new(vec![path]);
+        let mut reader = MovieReader::open(&spec).unwrap();
+        assert_eq!(reader.info().n_frames, 600);
+        let mut n = 0;
+        let mut max = 0f32;
+        while let Some(batch) = reader.read_batch(128).unwrap() {
+            assert_eq!(batch.first_frame, n);
+            assert_eq!(batch.frames.dim().1, 192);
+            n += batch.frames.dim().0;
+            max = batch.frames.iter().copied().fold(max, f32::max);
+        }
+        assert_eq!((n, max), (600, 3810.0));
+    }
+}

@@ -249,7 +249,7 @@ fn place_cells(cfg: &SimConfig, seed: u64) -> Vec<Cell> {
     rand::seq::SliceRandom::shuffle(idx.as_mut_slice(), &mut rng);
     for &i in idx.iter().take(n_inh.min(cells.len())) {
         cells[i].inhibitory = true;
-        // Interneurons are somewhat dimmer and smaller on average.
+        // Interneurons are somewhat dimmer on average.
         cells[i].brightness *= 0.8;
     }
     cells

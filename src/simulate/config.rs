@@ -151,7 +151,8 @@ pub struct SimConfig {
     /// Photobleaching within a session: lost fraction and time constant, s.
     pub bleach_fraction: f64,
     pub bleach_tau_s: f64,
-    /// Representational drift: s.d. of a cell's tuning loadings after 20 days.
+    /// Representational drift: scale of the slow (20-day OU) change of a cell's
+    /// tuning loadings; the loading change has s.d. `0.5 × drift_sd` at long lags.
     pub drift_sd: f64,
     /// Probability that a cell is not visible in a session (out of plane, dim).
     pub p_absent: f64,
@@ -173,7 +174,7 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl SimConfig {
-    /// The `standard` experiment: 512×512, ~400 cells, 7 sessions of ~2,900 frames.
+    /// The `standard` experiment: 512×512, ~400 cells, 7 sessions of ~3,100 frames.
     pub fn standard() -> Self {
         SimConfig {
             preset: "standard".into(),
@@ -236,7 +237,7 @@ impl SimConfig {
             name: "sample-fov".into(),
             width: 64,
             height: 64,
-            n_cells: 36,
+            n_cells: 50,
             cell_radius_px: 3.2,
             fs: 5.0,
             n_tones: 7,
@@ -254,6 +255,9 @@ impl SimConfig {
             day_shift_sd_px: 2.0,
             photons_per_cell: 8.0,
             deflate: true,
+            // Trials start every 4 frames: keep the windows from overlapping.
+            baseline_window_s: 0.4,
+            response_window_s: 0.4,
             ..Self::standard()
         }
     }
@@ -271,7 +275,10 @@ impl SimConfig {
             "control" => Ok(cohort_preset(Cohort::Control)),
             "ablate-responsive" => Ok(cohort_preset(Cohort::AblateResponsive)),
             "ablate-silent" => Ok(cohort_preset(Cohort::AblateSilent)),
-            "ablate-inhibitory" => Ok(cohort_preset(Cohort::AblateInhibitory)),
+            "ablate-inhibitory" => Ok(SimConfig {
+                n_ablate: 8,
+                ..cohort_preset(Cohort::AblateInhibitory)
+            }),
             other => Err(Error::usage(format!(
                 "unknown preset '{other}'; choose one of: {}",
                 PRESETS.join(", ")

@@ -137,7 +137,7 @@ pub fn simulate(
     create_dir(&staging_path)?;
     let mut staging = Staging(Some(staging_path.clone()));
 
-    let mut summary = write_experiment(cfg, seed, &staging_path, progress)?;
+    let mut summary = write_experiment(cfg, seed, &staging_path, true, progress)?;
 
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| Error::output(out, e))?;
@@ -149,16 +149,27 @@ pub fn simulate(
     Ok(summary)
 }
 
+/// Only the model and its truth tables, without rendering any frame: for studying
+/// the model's statistics quickly (`truth/` is written into `dir`; there is no
+/// movie, so `dir` is not an experiment).
+pub fn simulate_truth_only(cfg: &SimConfig, seed: u64, dir: &Path) -> Result<Summary> {
+    cfg.validate()?;
+    check_destination(dir, false)?;
+    create_dir(dir)?;
+    write_experiment(cfg, seed, dir, false, &crate::progress::NoProgress)
+}
+
 fn write_experiment(
     cfg: &SimConfig,
     seed: u64,
     dir: &Path,
+    render_movie: bool,
     progress: &dyn Progress,
 ) -> Result<Summary> {
     let scene = anatomy::build_scene(cfg, seed);
     let stimuli = protocol::stimulus_set(cfg);
     let model = tuning::build_model(cfg, &scene, &stimuli, seed);
-    let mut truth = truth::TruthWriter::create(&dir.join("truth"), cfg.nonrigid)?;
+    let mut truth = truth::TruthWriter::create(&dir.join("truth"), cfg.nonrigid, seed)?;
     let schedules: Vec<protocol::Schedule> = (0..cfg.days.len())
         .map(|k| protocol::schedule(cfg, seed, k, stimuli.len()))
         .collect::<Result<_>>()?;
@@ -173,20 +184,22 @@ fn write_experiment(
         let activity = activity::simulate_session(cfg, seed, k, day_model, model.n_modes, schedule);
         let motion = motion::session_motion(cfg, seed, k, schedule.n_frames);
         let transform = day_transform(cfg, seed, k);
-        let session_dir = dir.join(&id);
-        create_dir(&session_dir)?;
-        let renderer = SessionRenderer::new(
-            cfg, &scene, day_model, &activity, &motion, transform, seed, k,
-        );
-        write_session_movie(
-            cfg,
-            &renderer,
-            &session_dir,
-            &id,
-            schedule.n_frames,
-            progress,
-        )?;
-        write_stimuli(&session_dir.join("stimuli.csv"), &schedule.events(&stimuli))?;
+        if render_movie {
+            let session_dir = dir.join(&id);
+            create_dir(&session_dir)?;
+            let renderer = SessionRenderer::new(
+                cfg, &scene, day_model, &activity, &motion, transform, seed, k,
+            );
+            write_session_movie(
+                cfg,
+                &renderer,
+                &session_dir,
+                &id,
+                schedule.n_frames,
+                progress,
+            )?;
+            write_stimuli(&session_dir.join("stimuli.csv"), &schedule.events(&stimuli))?;
+        }
         truth.add_session(
             cfg, &id, day, day_model, &activity, &motion, transform, schedule,
         )?;
@@ -200,29 +213,10 @@ fn write_experiment(
     }
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
-    write_targets(
-        &dir.join("ablation_targets.csv"),
-        &target_positions(cfg, &scene, &model, seed),
-    )?;
-    write_cell_types(&dir.join("cell_types.csv"), &interneuron_positions(&scene))?;
-    let manifest = ManifestDoc {
-        name: cfg.name.clone(),
-        fs: Some(cfg.fs),
-        reference: Some(SimConfig::session_id(cfg.reference_day)),
-        channels: cfg.structural_channel.then_some(2),
-        functional_channel: cfg.structural_channel.then_some(0),
-        structural_channel: cfg.structural_channel.then_some(1),
-        cell_types: Some("cell_types.csv".into()),
-        sessions: session_docs,
-        ablation: Some(AblationDoc {
-            after_day: cfg.ablation_after_day,
-            targets: "ablation_targets.csv".into(),
-        }),
-        ..Default::default()
-    };
-    write_manifest(&dir.join("experiment.toml"), &manifest)?;
     let t = truth.finish(cfg, &scene, &model, &stimuli)?;
-    crate::io::atomic::write_bytes(dir.join("README.md"), readme(cfg, seed).as_bytes())?;
+    if render_movie {
+        write_experiment_files(cfg, seed, dir, &scene, &model, session_docs)?;
+    }
     Ok(Summary {
         out: dir.to_path_buf(),
         manifest: dir.join("experiment.toml"),
@@ -239,6 +233,39 @@ fn write_experiment(
             .collect(),
         frames_per_second: total_frames as f64 / elapsed.max(1e-9),
     })
+}
+
+/// The manifest, the CSV files and a README beside the sessions.
+fn write_experiment_files(
+    cfg: &SimConfig,
+    seed: u64,
+    dir: &Path,
+    scene: &anatomy::Scene,
+    model: &tuning::Model,
+    session_docs: Vec<SessionDoc>,
+) -> Result<()> {
+    write_targets(
+        &dir.join("ablation_targets.csv"),
+        &target_positions(cfg, scene, model, seed),
+    )?;
+    write_cell_types(&dir.join("cell_types.csv"), &interneuron_positions(scene))?;
+    let manifest = ManifestDoc {
+        name: cfg.name.clone(),
+        fs: Some(cfg.fs),
+        reference: Some(SimConfig::session_id(cfg.reference_day)),
+        channels: cfg.structural_channel.then_some(2),
+        functional_channel: cfg.structural_channel.then_some(0),
+        structural_channel: cfg.structural_channel.then_some(1),
+        cell_types: Some("cell_types.csv".into()),
+        sessions: session_docs,
+        ablation: Some(AblationDoc {
+            after_day: cfg.ablation_after_day,
+            targets: "ablation_targets.csv".into(),
+        }),
+        ..Default::default()
+    };
+    write_manifest(&dir.join("experiment.toml"), &manifest)?;
+    crate::io::atomic::write_bytes(dir.join("README.md"), readme(cfg, seed).as_bytes())
 }
 
 /// Render a session's frames in parallel batches and write them, in order, into

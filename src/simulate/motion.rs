@@ -75,10 +75,14 @@ pub fn session_motion(cfg: &SimConfig, seed: u64, k: usize, n: usize) -> Motion 
         let paths: Vec<Vec<f64>> = (0..2 * nodes)
             .map(|_| ar1(n, cfg.fs, 1.0, cfg.warp_sd_px, &mut wrng))
             .collect();
-        for f in 0..n {
-            warp_x.push((0..nodes).map(|j| paths[j][f] as f32).collect());
-            warp_y.push((0..nodes).map(|j| paths[nodes + j][f] as f32).collect());
-        }
+        let at = |f: usize, first: usize| -> Vec<f32> {
+            paths[first..first + nodes]
+                .iter()
+                .map(|p| p[f] as f32)
+                .collect()
+        };
+        warp_x = (0..n).map(|f| at(f, 0)).collect();
+        warp_y = (0..n).map(|f| at(f, nodes)).collect();
     }
     Motion {
         shift_x,

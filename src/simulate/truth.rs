@@ -40,6 +40,7 @@ pub struct TruthWriter {
     motion: TableWriter,
     warp: Option<TableWriter>,
     sessions: Vec<SessionRecord>,
+    seed: u64,
 }
 
 fn str_col(v: impl IntoIterator<Item = String>) -> Column {
@@ -48,7 +49,7 @@ fn str_col(v: impl IntoIterator<Item = String>) -> Column {
 
 impl TruthWriter {
     /// Start writing into `dir` (created).
-    pub fn create(dir: &Path, nonrigid: bool) -> Result<Self> {
+    pub fn create(dir: &Path, nonrigid: bool, seed: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::output(dir, e))?;
         Ok(TruthWriter {
             dir: dir.to_path_buf(),
@@ -60,6 +61,7 @@ impl TruthWriter {
                 None
             },
             sessions: Vec::new(),
+            seed,
         })
     }
 
@@ -92,13 +94,13 @@ impl TruthWriter {
         for (i, a) in activity.cells.iter().enumerate() {
             let c = &model_day.cells[i];
             let visible = matches!(c.state, CellState::Normal | CellState::Filled);
-            for f in 0..n {
+            for (f, &bleach_f) in bleach.iter().enumerate() {
                 cell_col.push(i as u32);
                 frame_col.push(f as u32);
                 dff_col.push(a.dff[f]);
                 spikes_col.push(a.spikes[f]);
                 let photons = if visible {
-                    model_day.global_gain * bleach[f] * c.brightness * (1.0 + a.dff[f] as f64)
+                    model_day.global_gain * bleach_f * c.brightness * (1.0 + a.dff[f] as f64)
                 } else {
                     0.0
                 };
@@ -192,8 +194,13 @@ impl TruthWriter {
             dir.join("map_similarity.parquet"),
             &maps.similarity_table(sessions),
         )?;
-        let toml = toml::to_string_pretty(cfg)
-            .map_err(|e| crate::error::Error::internal(e.to_string()))?;
+        let toml = format!(
+            "# cortexmap {} simulation; rerun with the same seed and these values\nseed = {}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            self.seed,
+            toml::to_string_pretty(cfg)
+                .map_err(|e| crate::error::Error::internal(e.to_string()))?
+        );
         crate::io::atomic::write_bytes(dir.join("simulation.toml"), toml.as_bytes())?;
         Ok(TruthSummary {
             n_spared: flags.spared.iter().filter(|&&s| s).count(),

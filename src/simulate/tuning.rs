@@ -181,7 +181,7 @@ fn identities(
             let private = (0..n_stim)
                 .map(|_| 0.3 * rng.random::<f64>().powi(3))
                 .collect();
-            let gain = LogNormal::new(0.0, 0.4).expect("valid").sample(&mut rng);
+            let gain = LogNormal::new(0.0, 0.5).expect("valid").sample(&mut rng);
             let (sharpness, rate) = if cell.inhibitory {
                 (rng.random_range(0.6..1.0), LogNormal::new(3.0f64.ln(), 0.4))
             } else {
@@ -282,7 +282,7 @@ pub fn build_model(cfg: &SimConfig, scene: &Scene, stimuli: &[Stimulus], seed: u
     let mut absent = Vec::with_capacity(n_cells);
     for i in 0..n_cells {
         let mut rng = stream(seed, Purpose::DayModel, 0, i as u64);
-        latent.push(ou_path(&cfg.days, 12.0, &mut rng));
+        latent.push(ou_path(&cfg.days, 20.0, &mut rng));
         drift.push(
             (0..n_modes)
                 .map(|_| ou_path(&cfg.days, 20.0, &mut rng))
@@ -336,7 +336,7 @@ pub fn build_model(cfg: &SimConfig, scene: &Scene, stimuli: &[Stimulus], seed: u
     let drive_on = |i: usize, k: usize| -> f64 {
         let z = latent[i][k];
         if z > thr(i) {
-            MIN_DRIVE + ids[i].gain * (0.5 + 1.5 * (z - thr(i)))
+            MIN_DRIVE + ids[i].gain * (1.0 + 0.5 * (z - thr(i)).min(2.0))
         } else {
             0.0
         }
@@ -513,7 +513,12 @@ fn choose_targets(
             silent.truncate(n);
             silent
         }
-        Cohort::AblateInhibitory => by_drive(eligible(true)).into_iter().take(n).collect(),
+        // Highly responsive interneurons only (4–8 per FOV in the paper).
+        Cohort::AblateInhibitory => by_drive(eligible(true))
+            .into_iter()
+            .filter(|&i| best_pre(i) > 0.0)
+            .take(n)
+            .collect(),
     };
     let mut chosen = chosen;
     chosen.sort_unstable();
