@@ -353,21 +353,17 @@ pub fn build_model(cfg: &SimConfig, scene: &Scene, stimuli: &[Stimulus], seed: u
         }
         v
     };
-    // Mean pre-ablation loadings of the removed cells: where recruits are pulled to.
-    let lost_loadings: Vec<f64> = if targets.is_empty() {
-        vec![0.0; n_modes]
-    } else {
-        let mut acc = vec![0.0; n_modes];
-        for &(i, _) in &targets {
-            for (a, l) in acc.iter_mut().zip(loadings_at(i, pre)) {
-                *a += l / targets.len() as f64;
-            }
-        }
-        acc
-    };
-    let recruit_draw: Vec<f64> = {
+    // Each recruit takes over the pre-ablation tuning of one removed cell (chosen
+    // at random), so the lost tunings come back with their diversity.
+    let lost_loadings: Vec<Vec<f64>> = targets.iter().map(|&(i, _)| loadings_at(i, pre)).collect();
+    let (recruit_draw, recruit_model): (Vec<f64>, Vec<usize>) = {
         let mut rng = stream(seed, Purpose::Ablation, 1, 0);
-        (0..n_cells).map(|_| rng.random::<f64>()).collect()
+        (0..n_cells)
+            .map(|_| {
+                let u = rng.random::<f64>();
+                (u, rng.random_range(0..targets.len().max(1)))
+            })
+            .unzip()
     };
     let mut recruited = vec![false; n_cells];
 
@@ -416,12 +412,12 @@ pub fn build_model(cfg: &SimConfig, scene: &Scene, stimuli: &[Stimulus], seed: u
                     if was_responsive {
                         amp *= 1.0 - 0.3 * d_resp - 0.1;
                         sharp += 0.6 * (0.4 + 0.6 * d_resp);
-                    } else if !cell.inhibitory && recruit_draw[i] < 0.35 * rec {
+                    } else if !cell.inhibitory && recruit_draw[i] < 0.2 * rec {
                         recruited[i] = true;
                         amp = amp.max(MIN_DRIVE + ids[i].gain * (0.5 + 1.0 * rec));
                         load = load
                             .iter()
-                            .zip(&lost_loadings)
+                            .zip(&lost_loadings[recruit_model[i]])
                             .map(|(l, t)| (1.0 - 0.8 * rec) * l + 0.8 * rec * t)
                             .collect();
                     }
