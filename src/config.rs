@@ -806,6 +806,7 @@ pub fn write_study(path: &Path, doc: &StudyDoc) -> Result<()> {
 #[serde(default, deny_unknown_fields)]
 pub struct Params {
     pub ingest: IngestParams,
+    pub motion: MotionParams,
 }
 
 /// `[ingest]`: reading TIFF files into frames.
@@ -814,11 +815,99 @@ pub struct Params {
 pub struct IngestParams {
     /// Frames decoded and handed on together.
     pub batch_frames: usize,
+    /// Keep the raw frame store after motion correction (else it is removed).
+    pub keep_raw: bool,
 }
 
 impl Default for IngestParams {
     fn default() -> Self {
-        IngestParams { batch_frames: 256 }
+        IngestParams {
+            batch_frames: 64,
+            keep_raw: false,
+        }
+    }
+}
+
+/// `[motion]`: rigid and piecewise-rigid registration (see src/motion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MotionParams {
+    /// Add piecewise-rigid (block) registration after the rigid step.
+    pub nonrigid: bool,
+    /// Largest rigid shift searched, as a fraction of the smaller frame side.
+    pub max_shift_fraction: f64,
+    /// Gaussian low-pass of the phase correlation, px.
+    pub smooth_sigma_px: f64,
+    /// Frames sampled evenly over the session to build the reference.
+    pub reference_frames: usize,
+    /// Register-and-average rounds refining the reference.
+    pub reference_iterations: usize,
+    /// Fewest frames a session must have to build a reference.
+    pub min_frames: usize,
+    /// Side of a nonrigid block, px.
+    pub block_size: usize,
+    /// Largest block shift relative to the rigid shift, px.
+    pub max_shift_nonrigid_px: f64,
+    /// Blocks whose peak-to-sidelobe ratio is below this borrow their neighbours'.
+    pub snr_threshold: f64,
+    /// Correct a bidirectional scan-phase offset (estimated once per session).
+    pub bidirectional: bool,
+    /// Frames registered in parallel and written together.
+    pub batch_frames: usize,
+}
+
+impl Default for MotionParams {
+    fn default() -> Self {
+        MotionParams {
+            nonrigid: false,
+            max_shift_fraction: 0.1,
+            smooth_sigma_px: 1.15,
+            reference_frames: 300,
+            reference_iterations: 8,
+            min_frames: 20,
+            block_size: 128,
+            max_shift_nonrigid_px: 5.0,
+            snr_threshold: 1.2,
+            bidirectional: false,
+            batch_frames: 64,
+        }
+    }
+}
+
+impl MotionParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let positive = |name: &str, v: f64| -> std::result::Result<(), String> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v}; must be a positive number"))
+            }
+        };
+        if !(self.max_shift_fraction > 0.0 && self.max_shift_fraction <= 0.5) {
+            return Err(format!(
+                "max_shift_fraction = {}; must be in (0, 0.5]",
+                self.max_shift_fraction
+            ));
+        }
+        positive("smooth_sigma_px", self.smooth_sigma_px)?;
+        positive("max_shift_nonrigid_px", self.max_shift_nonrigid_px)?;
+        positive("snr_threshold", self.snr_threshold)?;
+        if self.reference_frames < 2 {
+            return Err("reference_frames must be at least 2".into());
+        }
+        if self.min_frames < 2 {
+            return Err("min_frames must be at least 2".into());
+        }
+        if self.block_size < 16 {
+            return Err(format!(
+                "block_size = {}; must be at least 16",
+                self.block_size
+            ));
+        }
+        if self.batch_frames == 0 {
+            return Err("batch_frames = 0; must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -836,6 +925,7 @@ impl Params {
     /// The first invalid value, described as "section.key ...".
     pub fn validate(&self) -> std::result::Result<(), String> {
         in_section("ingest", self.ingest.validate())?;
+        in_section("motion", self.motion.validate())?;
         Ok(())
     }
 }
@@ -1921,7 +2011,7 @@ cohort = "control"
 
     #[test]
     fn params_defaults_and_overrides() {
-        assert_eq!(load_params(None).unwrap().ingest.batch_frames, 256);
+        assert_eq!(load_params(None).unwrap().ingest.batch_frames, 64);
         let fx = Fixture::new();
         fx.write("p.toml", "[ingest]\nbatch_frames = 32\n");
         let p = load_params(Some(&fx.path("p.toml"))).unwrap();

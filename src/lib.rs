@@ -7,7 +7,8 @@
 //! - [`io`]: TIFF (ScanImage, BigTIFF), CSV and Parquet I/O, atomic outputs;
 //! - [`movie`]: a session's frames streamed from several TIFF files;
 //! - [`simulate`]: the ground-truth experiment simulator;
-//! - [`motion`]: registration (this release: rigid phase correlation);
+//! - [`motion`]: rigid and piecewise-rigid registration of a session;
+//! - [`score`]: a run's tables against the simulator's truth;
 //! - [`analysis`]: representational maps and the other analyses of SCIENCE.md;
 //! - [`pipeline`]: the stages of `cortexmap run` in order;
 //! - [`progress`], [`error`]: how stages report progress and failures.
@@ -24,6 +25,7 @@ pub mod motion;
 pub mod movie;
 pub mod pipeline;
 pub mod progress;
+pub mod score;
 pub mod simulate;
 
 pub use error::{Error, Result};

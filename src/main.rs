@@ -50,7 +50,7 @@ enum Command {
     /// (512x512, ~400 cells, 7 sessions), and the cohorts control, ablate-responsive,
     /// ablate-silent, ablate-inhibitory at standard size.
     Simulate(SimulateArgs),
-    /// Run the pipeline on an experiment (this build: the ingest stage).
+    /// Run the pipeline on an experiment (this build: ingest, motion).
     Run {
         /// The experiment's manifest (experiment.toml).
         manifest: PathBuf,
@@ -63,6 +63,15 @@ enum Command {
         /// Stop after this stage.
         #[arg(long)]
         until: Option<String>,
+    },
+    /// Score a run against a simulated experiment's truth (this build: motion).
+    Score {
+        /// The simulated experiment (or its truth/ folder).
+        #[arg(long)]
+        truth: PathBuf,
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
     },
     /// Check an experiment manifest (or a study.toml) without running anything.
     Check {
@@ -293,6 +302,31 @@ fn run_cmd(
     Ok(())
 }
 
+fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
+    let s = cortexmap::score::score(truth, run)?;
+    println!("motion (px; one constant offset per session removed):");
+    println!("  session  frames   rmse  rmse_x  rmse_y  max_err  field_rmse");
+    for m in &s.motion {
+        println!(
+            "  {:<7} {:>7} {:>6.3} {:>7.3} {:>7.3} {:>8.3}  {}",
+            m.session,
+            m.frames,
+            m.rmse,
+            m.rmse_x,
+            m.rmse_y,
+            m.max_error,
+            m.field_rmse
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "wrote {}",
+        run.join("score").join("motion.parquet").display()
+    );
+    Ok(())
+}
+
 fn check_cmd(file: &Path) -> Result<()> {
     let text = std::fs::read_to_string(file).map_err(|e| Error::input(file, e.to_string()))?;
     if text.contains("[[experiment]]") {
@@ -473,6 +507,7 @@ fn main() -> ExitCode {
             &progress,
         ),
         Command::Check { file } => check_cmd(file),
+        Command::Score { truth, run } => score_cmd(truth, run),
         Command::Inspect { file } => inspect_cmd(file),
         Command::Bench { what } => bench_cmd(what, &progress),
     };

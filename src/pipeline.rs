@@ -1,16 +1,25 @@
 //! `cortexmap run`: the stages of DESIGN.md in order.
 //!
-//! In: an experiment manifest, parameters, an output folder. Out: the run folder's
-//! tables. This release has the first stage, `ingest`: it validates the whole
-//! experiment before writing anything (every TIFF's structure, channel layout,
-//! frame rate, stimulus onsets against the movie length), then streams every frame
-//! of every session once (catching truncated pages and NaN), and writes
-//! `sessions.parquet`. Later stages (motion, detect, extract, track, analyze)
-//! attach here.
+//! In: an experiment manifest, parameters, an output folder. Out: the run folder.
+//!
+//! - `ingest` validates the whole experiment before writing anything (every TIFF's
+//!   structure, channel layout, frame rate, stimulus onsets against the movie
+//!   length), streams every session's functional channel once into a binary frame
+//!   store `frames/<session>.raw` ([`crate::movie::store`]) and writes
+//!   `sessions.parquet`.
+//! - `motion` registers every session ([`crate::motion`]) into
+//!   `frames/<session>.bin`, writes `motion.parquet`, `motion_qc.parquet`,
+//!   `motion_blocks.parquet` (nonrigid) and `images/<session>_{reference,mean_raw,
+//!   mean_corrected}.tif`, and removes the raw store unless `ingest.keep_raw`.
+//!
+//! Later stages (detect, extract, track, analyze) attach here.
 
 use crate::config::{load_experiment, Experiment, Params, Session};
 use crate::error::{Error, Result};
-use crate::io::table::{write_table, Column, Table};
+use crate::io::table::{write_table, Column, Table, TableWriter};
+use crate::io::tiff::{write_image_f32, PixelType};
+use crate::motion::{register_session, SessionMotion};
+use crate::movie::store::{FrameStore, FrameStoreWriter, StoreDtype};
 use crate::movie::{probe_movie, MovieInfo, MovieReader, MovieSpec};
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
@@ -19,16 +28,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     Ingest,
+    Motion,
 }
 
 impl Stage {
     /// All stages this build implements, in order.
-    pub const ALL: &'static [Stage] = &[Stage::Ingest];
+    pub const ALL: &'static [Stage] = &[Stage::Ingest, Stage::Motion];
 
     /// The stage's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
+            Stage::Motion => "motion",
         }
     }
 
@@ -68,6 +79,7 @@ pub struct SessionSummary {
 pub struct RunSummary {
     pub out: PathBuf,
     pub sessions: Vec<SessionSummary>,
+    pub motion: Vec<(String, crate::motion::MotionQc)>,
     pub tables: Vec<PathBuf>,
 }
 
@@ -77,6 +89,28 @@ pub fn functional_movie(session: &Session) -> MovieSpec {
         files: session.files.clone(),
         channels: session.channels,
         channel: session.functional_channel,
+    }
+}
+
+/// Paths inside a run folder.
+pub struct RunLayout {
+    pub root: PathBuf,
+}
+
+impl RunLayout {
+    pub fn raw_store(&self, session: &str) -> PathBuf {
+        self.root.join("frames").join(format!("{session}.raw"))
+    }
+    pub fn store(&self, session: &str) -> PathBuf {
+        self.root.join("frames").join(format!("{session}.bin"))
+    }
+    pub fn image(&self, session: &str, what: &str) -> PathBuf {
+        self.root
+            .join("images")
+            .join(format!("{session}_{what}.tif"))
+    }
+    pub fn table(&self, name: &str) -> PathBuf {
+        self.root.join(format!("{name}.parquet"))
     }
 }
 
@@ -101,7 +135,7 @@ fn frame_rate(exp: &Experiment, session: &Session, info: &MovieInfo) -> Result<f
 }
 
 /// Check everything about the inputs that can be checked without decoding pixels.
-fn validate(exp: &Experiment) -> Result<Vec<(MovieInfo, f64)>> {
+pub fn validate(exp: &Experiment) -> Result<Vec<(MovieInfo, f64)>> {
     exp.sessions
         .iter()
         .map(|s| {
@@ -113,15 +147,37 @@ fn validate(exp: &Experiment) -> Result<Vec<(MovieInfo, f64)>> {
         .collect()
 }
 
-/// Stream every frame of a session once; returns its mean intensity.
-fn ingest_session(session: &Session, params: &Params, progress: &dyn Progress) -> Result<f64> {
+/// Integer data keep 2 bytes per pixel; other types are stored as float32.
+fn store_dtype(pixel: PixelType) -> StoreDtype {
+    match pixel {
+        PixelType::I16 | PixelType::U8 => StoreDtype::I16,
+        _ => StoreDtype::F32,
+    }
+}
+
+/// Stream a session's frames into its raw store; returns the mean intensity.
+fn ingest_session(
+    session: &Session,
+    info: &MovieInfo,
+    dest: &Path,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<f64> {
     let mut reader = MovieReader::open(&functional_movie(session))?;
+    let mut writer =
+        FrameStoreWriter::create(dest, info.height, info.width, store_dtype(info.pixel_type))?;
     let (mut sum, mut count) = (0.0f64, 0usize);
     while let Some(batch) = reader.read_batch(params.ingest.batch_frames)? {
-        sum += batch.frames.iter().map(|&v| v as f64).sum::<f64>();
-        count += batch.frames.len();
+        let frames = batch
+            .frames
+            .as_slice()
+            .ok_or_else(|| Error::internal("frame batch is not contiguous"))?;
+        sum += frames.iter().map(|&v| v as f64).sum::<f64>();
+        count += frames.len();
+        writer.write_frames(frames)?;
         progress.advance(batch.frames.shape()[0] as u64);
     }
+    writer.finish()?;
     Ok(if count > 0 {
         sum / count as f64
     } else {
@@ -155,7 +211,12 @@ fn sessions_table(sessions: &[SessionSummary]) -> Table {
         )
 }
 
-/// Run the pipeline on `manifest` into `out`, up to and including `until`.
+fn create_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::output(p, e))
+}
+
+/// Run the pipeline on `manifest` into `out`, up to and including `until`
+/// (default: every stage this build has).
 pub fn run(
     manifest: &Path,
     out: &Path,
@@ -163,14 +224,19 @@ pub fn run(
     until: Option<Stage>,
     progress: &dyn Progress,
 ) -> Result<RunSummary> {
+    params.validate().map_err(Error::usage)?;
     let exp = load_experiment(manifest)?;
     let infos = validate(&exp)?;
-    let _until = until.unwrap_or(Stage::Ingest);
+    let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
+    let layout = RunLayout {
+        root: out.to_path_buf(),
+    };
+    create_dir(&out.join("frames"))?;
     let total: usize = infos.iter().map(|(i, _)| i.n_frames).sum();
     progress.start("ingest", total as u64);
     let mut sessions = Vec::with_capacity(exp.sessions.len());
     for (s, (info, fs)) in exp.sessions.iter().zip(&infos) {
-        let mean = ingest_session(s, params, progress)?;
+        let mean = ingest_session(s, info, &layout.raw_store(&s.id), params, progress)?;
         sessions.push(SessionSummary {
             id: s.id.clone(),
             day: s.day,
@@ -182,12 +248,196 @@ pub fn run(
         });
     }
     progress.finish();
-    std::fs::create_dir_all(out).map_err(|e| Error::output(out, e))?;
-    let table = out.join("sessions.parquet");
-    write_table(&table, &sessions_table(&sessions))?;
+    let mut tables = vec![layout.table("sessions")];
+    write_table(&tables[0], &sessions_table(&sessions))?;
+    let mut motion = Vec::new();
+    if until >= Stage::Motion {
+        motion = run_motion(&exp, &layout, params, progress)?;
+        tables.extend(["motion", "motion_qc"].map(|t| layout.table(t)));
+        if params.motion.nonrigid {
+            tables.push(layout.table("motion_blocks"));
+        }
+    }
     Ok(RunSummary {
         out: out.to_path_buf(),
         sessions,
-        tables: vec![table],
+        motion,
+        tables,
     })
+}
+
+/// The motion stage over every session.
+fn run_motion(
+    exp: &Experiment,
+    layout: &RunLayout,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, crate::motion::MotionQc)>> {
+    create_dir(&layout.root.join("images"))?;
+    let mut shifts = TableWriter::create(layout.table("motion"))?;
+    let mut blocks = params
+        .motion
+        .nonrigid
+        .then(|| TableWriter::create(layout.table("motion_blocks")))
+        .transpose()?;
+    let mut qcs = Vec::new();
+    for s in &exp.sessions {
+        let raw_path = layout.raw_store(&s.id);
+        let input = FrameStore::open(&raw_path)?;
+        let mut writer = FrameStoreWriter::create(
+            &layout.store(&s.id),
+            input.height(),
+            input.width(),
+            input.dtype(),
+        )?;
+        let m = register_session(&s.id, &input, &mut writer, &params.motion, progress)?;
+        writer.finish()?;
+        shifts.write(&motion_rows(&s.id, &m))?;
+        if let (Some(w), Some((grid, rows))) = (blocks.as_mut(), &m.blocks) {
+            w.write(&block_rows(&s.id, grid, rows))?;
+        }
+        let (w, h) = (input.width(), input.height());
+        for (what, img) in [
+            ("reference", &m.reference),
+            ("mean_raw", &m.mean_raw),
+            ("mean_corrected", &m.mean_corrected),
+        ] {
+            write_image_f32(
+                &layout.image(&s.id, what),
+                w,
+                h,
+                img,
+                &format!("cortexmap {what} image of session {}", s.id),
+            )?;
+        }
+        drop(input);
+        if !params.ingest.keep_raw {
+            std::fs::remove_file(&raw_path).map_err(|e| Error::output(&raw_path, e))?;
+        }
+        qcs.push((s.id.clone(), m.qc));
+    }
+    shifts.finish(&motion_rows("", &empty_motion()))?;
+    if let Some(w) = blocks {
+        w.finish(&block_rows(
+            "",
+            &crate::motion::nonrigid::BlockGrid::new(16, 16, 16),
+            &[],
+        ))?;
+    }
+    write_table(layout.table("motion_qc"), &qc_table(&qcs))?;
+    Ok(qcs)
+}
+
+fn empty_motion() -> SessionMotion {
+    SessionMotion {
+        frames: vec![],
+        blocks: None,
+        reference: vec![],
+        mean_raw: vec![],
+        mean_corrected: vec![],
+        qc: crate::motion::MotionQc {
+            crispness_raw: 0.0,
+            crispness_corrected: 0.0,
+            mean_corr: 0.0,
+            bidi_offset: 0.0,
+            bidi_applied: false,
+            n_clamped: 0,
+            n_constant: 0,
+            max_abs_shift: 0.0,
+            valid: [0; 4],
+            clamped_values: 0,
+        },
+    }
+}
+
+fn motion_rows(session: &str, m: &SessionMotion) -> Table {
+    let f = &m.frames;
+    Table::new()
+        .with("session", Column::Str(vec![session.to_string(); f.len()]))
+        .with("frame", Column::U32((0..f.len() as u32).collect()))
+        .with(
+            "shift_x",
+            Column::F32(f.iter().map(|r| r.shift_x).collect()),
+        )
+        .with(
+            "shift_y",
+            Column::F32(f.iter().map(|r| r.shift_y).collect()),
+        )
+        .with("corr", Column::F32(f.iter().map(|r| r.corr).collect()))
+        .with("peak", Column::F32(f.iter().map(|r| r.peak).collect()))
+        .with("snr", Column::F32(f.iter().map(|r| r.snr).collect()))
+        .with(
+            "clamped",
+            Column::Bool(f.iter().map(|r| r.clamped).collect()),
+        )
+        .with(
+            "constant",
+            Column::Bool(f.iter().map(|r| r.constant).collect()),
+        )
+}
+
+fn block_rows(
+    session: &str,
+    grid: &crate::motion::nonrigid::BlockGrid,
+    rows: &[Vec<crate::motion::nonrigid::BlockShift>],
+) -> Table {
+    let nx = grid.x0.len();
+    let (mut frame, mut block, mut cx, mut cy, mut sx, mut sy, mut snr) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (f, r) in rows.iter().enumerate() {
+        for (k, b) in r.iter().enumerate() {
+            frame.push(f as u32);
+            block.push(k as u32);
+            cx.push(grid.centre_x(k % nx) as f32);
+            cy.push(grid.centre_y(k / nx) as f32);
+            sx.push(b.x);
+            sy.push(b.y);
+            snr.push(b.snr);
+        }
+    }
+    Table::new()
+        .with(
+            "session",
+            Column::Str(vec![session.to_string(); frame.len()]),
+        )
+        .with("frame", Column::U32(frame))
+        .with("block", Column::U32(block))
+        .with("block_x", Column::F32(cx))
+        .with("block_y", Column::F32(cy))
+        .with("shift_x", Column::F32(sx))
+        .with("shift_y", Column::F32(sy))
+        .with("snr", Column::F32(snr))
+}
+
+fn qc_table(qcs: &[(String, crate::motion::MotionQc)]) -> Table {
+    let col_f64 = |f: &dyn Fn(&crate::motion::MotionQc) -> f64| {
+        Column::F64(qcs.iter().map(|(_, q)| f(q)).collect())
+    };
+    let col_u32 = |f: &dyn Fn(&crate::motion::MotionQc) -> usize| {
+        Column::U32(qcs.iter().map(|(_, q)| f(q) as u32).collect())
+    };
+    Table::new()
+        .with(
+            "session",
+            Column::Str(qcs.iter().map(|(s, _)| s.clone()).collect()),
+        )
+        .with("crispness_raw", col_f64(&|q| q.crispness_raw))
+        .with("crispness_corrected", col_f64(&|q| q.crispness_corrected))
+        .with("mean_corr", col_f64(&|q| q.mean_corr))
+        .with("bidi_offset", col_f64(&|q| q.bidi_offset))
+        .with(
+            "bidi_applied",
+            Column::Bool(qcs.iter().map(|(_, q)| q.bidi_applied).collect()),
+        )
+        .with("n_clamped", col_u32(&|q| q.n_clamped))
+        .with("n_constant", col_u32(&|q| q.n_constant))
+        .with("max_abs_shift", col_f64(&|q| q.max_abs_shift))
+        .with("valid_x0", col_u32(&|q| q.valid[0]))
+        .with("valid_x1", col_u32(&|q| q.valid[1]))
+        .with("valid_y0", col_u32(&|q| q.valid[2]))
+        .with("valid_y1", col_u32(&|q| q.valid[3]))
+        .with(
+            "clamped_values",
+            Column::U64(qcs.iter().map(|(_, q)| q.clamped_values).collect()),
+        )
 }

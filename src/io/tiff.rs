@@ -1285,6 +1285,36 @@ where
     image.write_data(data)
 }
 
+/// Write one float32 image (a reference or mean image, for viewing) atomically.
+pub fn write_image_f32(
+    path: &Path,
+    width: usize,
+    height: usize,
+    data: &[f32],
+    description: &str,
+) -> Result<()> {
+    if data.len() != width * height {
+        return Err(Error::internal(format!(
+            "{}: image has {} values, expected {width}x{height}",
+            path.display(),
+            data.len()
+        )));
+    }
+    let mut file = crate::io::atomic::AtomicFile::create(path)?;
+    {
+        let mut enc =
+            ::tiff::encoder::TiffEncoder::new(file.writer()).map_err(|e| Error::output(path, e))?;
+        let mut img = enc
+            .new_image::<::tiff::encoder::colortype::Gray32Float>(width as u32, height as u32)
+            .map_err(|e| Error::output(path, e))?;
+        img.encoder()
+            .write_tag(Tag::ImageDescription, description)
+            .map_err(|e| Error::output(path, e))?;
+        img.write_data(data).map_err(|e| Error::output(path, e))?;
+    }
+    file.commit()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,155 +1,423 @@
-//! Motion estimation (first slice: rigid phase correlation of two images).
+//! Motion correction: rigid and piecewise-rigid registration of a session.
 //!
-//! In: a reference image and a frame (row-major f32). Out: the rigid shift of the
-//! frame's content relative to the reference in the contract's convention,
-//! `corrected(x, y) = frame(x + shift_x, y + shift_y)`, with sub-pixel precision.
-//! Method: phase correlation (Kuglin & Hines 1975) with an edge taper and a
-//! spectrally whitened cross-power spectrum, sub-pixel peak by a parabola through
-//! the peak and its neighbours on each axis, as Suite2p's rigid step does in spirit.
-//! The full registration stage (reference building, batches, piecewise-rigid)
-//! builds on this.
+//! In: the session's raw frame store ([`crate::movie::store`]) and
+//! [`MotionParams`]. Out: the registered frame store, per-frame rigid shifts in the
+//! contract's convention (`corrected(x, y) = raw(x + shift_x, y + shift_y)`), block
+//! shifts when nonrigid, the reference and mean images, and QC figures.
+//!
+//! Method, after Suite2p (Pachitariu et al. 2017) and NoRMCorre (Pnevmatikakis &
+//! Giovannucci 2017): an optional bidirectional scan-phase correction estimated
+//! once per session ([`bidi`]); an iteratively refined reference image
+//! ([`reference`]); rigid phase correlation with a whitened, smoothed reference
+//! and sub-pixel peak fitting ([`rigid`]); optional block-wise phase correlation
+//! around the rigid solution with neighbour smoothing for weak blocks
+//! ([`nonrigid`]); frames resampled once from the raw data with cubic
+//! interpolation ([`interp`]). Frames are processed in parallel batches and
+//! written in order, so results do not depend on the thread count and memory is
+//! bounded by the batch.
 
-use rustfft::num_complex::Complex;
-use rustfft::FftPlanner;
+pub mod bidi;
+pub mod fft;
+pub mod interp;
+pub mod nonrigid;
+pub mod reference;
+pub mod rigid;
 
-/// A rigid shift estimate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shift {
-    pub x: f64,
-    pub y: f64,
-    /// Height of the normalised correlation peak (0..1); low means unreliable.
-    pub peak: f64,
-}
+use crate::config::MotionParams;
+use crate::error::{Error, Result};
+use crate::movie::store::{FrameStore, FrameStoreWriter};
+use crate::progress::Progress;
+use nonrigid::{block_field, BlockAligner, BlockGrid, BlockShift};
+use rayon::prelude::*;
+use rigid::{Correlator, Estimate};
 
-fn fft2(data: &mut [Complex<f64>], w: usize, h: usize, inverse: bool) {
-    let mut planner = FftPlanner::new();
-    let row = if inverse {
-        planner.plan_fft_inverse(w)
-    } else {
-        planner.plan_fft_forward(w)
-    };
-    for r in data.chunks_mut(w) {
-        row.process(r);
-    }
-    let col = if inverse {
-        planner.plan_fft_inverse(h)
-    } else {
-        planner.plan_fft_forward(h)
-    };
-    let mut buf = vec![Complex::new(0.0, 0.0); h];
-    for x in 0..w {
-        for y in 0..h {
-            buf[y] = data[y * w + x];
-        }
-        col.process(&mut buf);
-        for y in 0..h {
-            data[y * w + x] = buf[y];
-        }
-    }
-}
-
-/// Mean-subtracted image multiplied by a separable cosine edge taper.
-fn tapered(img: &[f32], w: usize, h: usize) -> Vec<Complex<f64>> {
-    let mean = img.iter().map(|&v| v as f64).sum::<f64>() / img.len() as f64;
-    let taper = |i: usize, n: usize| {
-        let edge = (n as f64 * 0.1).max(1.0);
-        let d = (i as f64).min((n - 1 - i) as f64);
-        if d >= edge {
-            1.0
-        } else {
-            0.5 - 0.5 * (std::f64::consts::PI * d / edge).cos()
-        }
-    };
-    let ty: Vec<f64> = (0..h).map(|y| taper(y, h)).collect();
-    let tx: Vec<f64> = (0..w).map(|x| taper(x, w)).collect();
-    img.iter()
-        .enumerate()
-        .map(|(i, &v)| Complex::new((v as f64 - mean) * ty[i / w] * tx[i % w], 0.0))
-        .collect()
-}
-
-/// Offset of the parabola's vertex through (-1, a), (0, b), (1, c).
-fn parabola_vertex(a: f64, b: f64, c: f64) -> f64 {
-    let denom = a - 2.0 * b + c;
-    if denom.abs() < 1e-12 {
-        0.0
-    } else {
-        (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
-    }
-}
-
-/// Estimate the shift of `frame` relative to `reference` (both `w × h`), searching
-/// shifts up to `max_shift` pixels per axis.
+/// Rigid shift of `frame` relative to `reference` (both `w × h`), within
+/// ±`max_shift` px: a one-off convenience around [`rigid::Correlator`].
 pub fn phase_correlate(
     reference: &[f32],
     frame: &[f32],
     w: usize,
     h: usize,
     max_shift: usize,
-) -> Shift {
-    let mut r = tapered(reference, w, h);
-    let mut f = tapered(frame, w, h);
-    fft2(&mut r, w, h, false);
-    fft2(&mut f, w, h, false);
-    let mut cross: Vec<Complex<f64>> = f
-        .iter()
-        .zip(&r)
-        .map(|(a, b)| {
-            let c = a * b.conj();
-            c / (c.norm() + 1e-9)
-        })
-        .collect();
-    fft2(&mut cross, w, h, true);
-    let n = (w * h) as f64;
-    let at = |dx: isize, dy: isize| -> f64 {
-        let x = dx.rem_euclid(w as isize) as usize;
-        let y = dy.rem_euclid(h as isize) as usize;
-        cross[y * w + x].re / n
-    };
-    let m = max_shift as isize;
-    let (mut best, mut bx, mut by) = (f64::NEG_INFINITY, 0isize, 0isize);
-    for dy in -m.min(h as isize / 2 - 1)..=m.min(h as isize / 2 - 1) {
-        for dx in -m.min(w as isize / 2 - 1)..=m.min(w as isize / 2 - 1) {
-            let v = at(dx, dy);
-            if v > best {
-                (best, bx, by) = (v, dx, dy);
-            }
+) -> Estimate {
+    let c = Correlator::new(
+        reference,
+        w,
+        h,
+        max_shift,
+        1.15,
+        (w.min(h) as f64 / 10.0).max(2.0),
+    );
+    let mut ws = c.workspace();
+    c.estimate(frame, &mut ws)
+}
+
+/// One frame's registration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameMotion {
+    pub shift_x: f32,
+    pub shift_y: f32,
+    /// Pearson correlation of the corrected frame with the reference (inner region).
+    pub corr: f32,
+    pub peak: f32,
+    pub snr: f32,
+    /// The rigid shift hit the search bound.
+    pub clamped: bool,
+    /// The frame has no variance (nothing to register).
+    pub constant: bool,
+}
+
+/// Quality figures of a registered session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MotionQc {
+    pub crispness_raw: f64,
+    pub crispness_corrected: f64,
+    pub mean_corr: f64,
+    pub bidi_offset: f64,
+    pub bidi_applied: bool,
+    pub n_clamped: usize,
+    pub n_constant: usize,
+    pub max_abs_shift: f64,
+    /// Pixels valid in every corrected frame: [x0, x1) × [y0, y1).
+    pub valid: [usize; 4],
+    pub clamped_values: u64,
+}
+
+/// Everything the motion stage produces for one session (besides the frames).
+#[derive(Debug, Clone)]
+pub struct SessionMotion {
+    pub frames: Vec<FrameMotion>,
+    /// Per frame, total displacement of every block (rigid + block residual).
+    pub blocks: Option<(BlockGrid, Vec<Vec<BlockShift>>)>,
+    pub reference: Vec<f32>,
+    pub mean_raw: Vec<f32>,
+    pub mean_corrected: Vec<f32>,
+    pub qc: MotionQc,
+}
+
+/// Fixed per session: the reference's correlators and the options.
+struct Registrar {
+    w: usize,
+    h: usize,
+    rigid: Correlator,
+    blocks: Option<BlockAligner>,
+    bidi: Option<f64>,
+    reference: Vec<f32>,
+}
+
+/// Per-thread buffers.
+struct Buffers {
+    rigid: rigid::Workspace,
+    blocks: Option<nonrigid::BlockWorkspace>,
+    input: Vec<f32>,
+    tmp: Vec<f32>,
+    moved: Vec<f32>,
+}
+
+impl Registrar {
+    fn buffers(&self) -> Buffers {
+        let n = self.w * self.h;
+        Buffers {
+            rigid: self.rigid.workspace(),
+            blocks: self.blocks.as_ref().map(|b| b.workspace()),
+            input: vec![0.0; n],
+            tmp: vec![0.0; n],
+            moved: vec![0.0; n],
         }
     }
-    let sx = parabola_vertex(at(bx - 1, by), best, at(bx + 1, by));
-    let sy = parabola_vertex(at(bx, by - 1), best, at(bx, by + 1));
-    Shift {
-        x: bx as f64 + sx,
-        y: by as f64 + sy,
-        peak: best,
+
+    /// Register one raw frame into `out`; returns its motion and block shifts.
+    fn register(
+        &self,
+        raw: &[f32],
+        b: &mut Buffers,
+        out: &mut [f32],
+    ) -> (FrameMotion, Option<Vec<BlockShift>>) {
+        let (w, h) = (self.w, self.h);
+        let frame: &[f32] = match self.bidi {
+            Some(offset) => {
+                bidi::correct(raw, w, h, offset, &mut b.input);
+                &b.input
+            }
+            None => raw,
+        };
+        let e = self.rigid.estimate(frame, &mut b.rigid);
+        let constant = e.peak == 0.0 && e.snr == 0.0;
+        let mut block_out = None;
+        match (&self.blocks, b.blocks.as_mut()) {
+            (Some(aligner), Some(bw)) if !constant => {
+                interp::shift_image(frame, w, h, e.x, e.y, &mut b.tmp, &mut b.moved);
+                let mut shifts = aligner.estimate(&b.moved, bw);
+                for s in shifts.iter_mut() {
+                    s.x += e.x as f32;
+                    s.y += e.y as f32;
+                }
+                let xs: Vec<f32> = shifts.iter().map(|s| s.x).collect();
+                let ys: Vec<f32> = shifts.iter().map(|s| s.y).collect();
+                let dx = block_field(&aligner.grid, &xs, w, h);
+                let dy = block_field(&aligner.grid, &ys, w, h);
+                interp::warp_image(frame, w, h, &dx, &dy, out);
+                block_out = Some(shifts);
+            }
+            _ => interp::shift_image(frame, w, h, e.x, e.y, &mut b.tmp, out),
+        }
+        let margin = (e.x.abs().max(e.y.abs()).ceil() as usize + 2).min(w.min(h) / 4);
+        let corr = inner_correlation(out, &self.reference, w, h, margin);
+        (
+            FrameMotion {
+                shift_x: e.x as f32,
+                shift_y: e.y as f32,
+                corr: corr as f32,
+                peak: e.peak as f32,
+                snr: e.snr.min(1e6) as f32,
+                clamped: e.clamped,
+                constant,
+            },
+            block_out,
+        )
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blob_image(w: usize, h: usize, cx: f64, cy: f64) -> Vec<f32> {
-        (0..w * h)
-            .map(|i| {
-                let (x, y) = ((i % w) as f64, (i / w) as f64);
-                let mut v = 0.0;
-                for (bx, by, s) in [(0.0, 0.0, 3.0), (10.0, -6.0, 2.0), (-8.0, 9.0, 4.0)] {
-                    v += (-((x - cx - bx).powi(2) + (y - cy - by).powi(2)) / (2.0 * s * s)).exp();
-                }
-                v as f32
-            })
-            .collect()
+/// Pearson correlation of two images over the region `margin` px inside the border.
+fn inner_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
+    let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut n) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for y in margin..h.saturating_sub(margin) {
+        for x in margin..w.saturating_sub(margin) {
+            let (u, v) = (a[y * w + x] as f64, b[y * w + x] as f64);
+            sa += u;
+            sb += v;
+            saa += u * u;
+            sbb += v * v;
+            sab += u * v;
+            n += 1.0;
+        }
     }
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let cov = sab - sa * sb / n;
+    let va = saa - sa * sa / n;
+    let vb = sbb - sb * sb / n;
+    if va <= 0.0 || vb <= 0.0 {
+        return f64::NAN;
+    }
+    cov / (va * vb).sqrt()
+}
 
-    #[test]
-    fn recovers_integer_and_subpixel_shifts_with_contract_sign() {
-        let (w, h) = (64, 64);
-        let reference = blob_image(w, h, 32.0, 32.0);
-        // Content moved by (+3.4, -2.25): frame(x) = reference(x - s).
-        let frame = blob_image(w, h, 35.4, 29.75);
-        let s = phase_correlate(&reference, &frame, w, h, 10);
-        assert!((s.x - 3.4).abs() < 0.15, "x {}", s.x);
-        assert!((s.y + 2.25).abs() < 0.15, "y {}", s.y);
+/// Crispness of an image: the Frobenius norm of its gradient (central
+/// differences), as CaImAn's motion-correction metrics define it.
+pub fn crispness(img: &[f32], w: usize, h: usize) -> f64 {
+    let mut acc = 0.0f64;
+    for y in 0..h {
+        for x in 0..w {
+            let gx = match x {
+                0 => img[y * w + 1] - img[y * w],
+                _ if x == w - 1 => img[y * w + x] - img[y * w + x - 1],
+                _ => 0.5 * (img[y * w + x + 1] - img[y * w + x - 1]),
+            } as f64;
+            let gy = match y {
+                0 => img[w + x] - img[x],
+                _ if y == h - 1 => img[y * w + x] - img[(y - 1) * w + x],
+                _ => 0.5 * (img[(y + 1) * w + x] - img[(y - 1) * w + x]),
+            } as f64;
+            acc += gx * gx + gy * gy;
+        }
+    }
+    acc.sqrt()
+}
+
+/// Frames sampled evenly for the reference.
+fn sample_frames(store: &FrameStore, count: usize) -> Result<Vec<Vec<f32>>> {
+    let n = store.n_frames();
+    let count = count.min(n);
+    (0..count)
+        .map(|i| store.frame(((i as f64 + 0.5) * n as f64 / count as f64) as usize))
+        .collect()
+}
+
+/// Register one session from `input` into `output`.
+pub fn register_session(
+    session: &str,
+    input: &FrameStore,
+    output: &mut FrameStoreWriter,
+    params: &MotionParams,
+    progress: &dyn Progress,
+) -> Result<SessionMotion> {
+    let (w, h, n) = (input.width(), input.height(), input.n_frames());
+    if n < params.min_frames {
+        return Err(Error::usage(format!(
+            "session '{session}' has {n} frames; building a reference needs at least {} (motion.min_frames)",
+            params.min_frames
+        )));
+    }
+    if w < 16 || h < 16 {
+        return Err(Error::usage(format!(
+            "session '{session}': frames of {w}x{h} are too small to register (at least 16x16)"
+        )));
+    }
+    let max_shift = ((w.min(h) as f64 * params.max_shift_fraction).round() as usize).max(1);
+    let taper_px = (w.min(h) as f64 * 0.05)
+        .max(max_shift as f64 * 0.5)
+        .clamp(2.0, 40.0);
+    let mut sample = sample_frames(input, params.reference_frames)?;
+    let sample_mean = mean_image(&sample, w * h);
+    let bidi_offset = bidi::estimate(&sample_mean, w, h, 8.min(w / 4));
+    // Offsets under a quarter pixel are within the estimate's noise: leave them.
+    let bidi = (params.bidirectional && bidi_offset.abs() >= 0.25).then_some(bidi_offset);
+    if let Some(offset) = bidi {
+        for f in sample.iter_mut() {
+            let raw = f.clone();
+            bidi::correct(&raw, w, h, offset, f);
+        }
+    }
+    let seed = reference::seed_reference(&sample, w, h);
+    let reference = reference::refine_reference(
+        &sample,
+        w,
+        h,
+        seed,
+        params.reference_iterations,
+        max_shift,
+        params.smooth_sigma_px,
+        taper_px,
+    );
+    drop(sample);
+    let registrar = Registrar {
+        w,
+        h,
+        rigid: Correlator::new(
+            &reference,
+            w,
+            h,
+            max_shift,
+            params.smooth_sigma_px,
+            taper_px,
+        ),
+        blocks: params.nonrigid.then(|| {
+            BlockAligner::new(
+                &reference,
+                w,
+                h,
+                params.block_size,
+                params.max_shift_nonrigid_px.round().max(1.0) as usize,
+                params.smooth_sigma_px,
+                params.snr_threshold,
+            )
+        }),
+        bidi,
+        reference: reference.clone(),
+    };
+    progress.start(&format!("motion {session}"), n as u64);
+    let mut frames = Vec::with_capacity(n);
+    let mut block_rows: Vec<Vec<BlockShift>> = Vec::new();
+    let mut sum_raw = vec![0.0f64; w * h];
+    let mut sum_cor = vec![0.0f64; w * h];
+    let mut clamped_values = 0u64;
+    let batch = params.batch_frames.max(1);
+    let mut raw = vec![0.0f32; batch * w * h];
+    let mut corrected = vec![0.0f32; batch * w * h];
+    let mut start = 0;
+    while start < n {
+        let got = input.read_frames_into(start, &mut raw)?;
+        let px = w * h;
+        let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
+            .par_chunks(px)
+            .zip(corrected[..got * px].par_chunks_mut(px))
+            .map_init(
+                || registrar.buffers(),
+                |b, (r, out)| registrar.register(r, b, out),
+            )
+            .collect();
+        for (acc, chunk) in [(&mut sum_raw, &raw), (&mut sum_cor, &corrected)] {
+            for f in 0..got {
+                for (a, v) in acc.iter_mut().zip(&chunk[f * px..(f + 1) * px]) {
+                    *a += *v as f64;
+                }
+            }
+        }
+        clamped_values += output.write_frames(&corrected[..got * px])?.clamped_values;
+        for (m, b) in results {
+            frames.push(m);
+            if let Some(b) = b {
+                block_rows.push(b);
+            }
+        }
+        progress.advance(got as u64);
+        start += got;
+    }
+    progress.finish();
+    let mean_raw: Vec<f32> = sum_raw.iter().map(|v| (v / n as f64) as f32).collect();
+    let mean_corrected: Vec<f32> = sum_cor.iter().map(|v| (v / n as f64) as f32).collect();
+    let qc = session_qc(
+        &frames,
+        &mean_raw,
+        &mean_corrected,
+        w,
+        h,
+        bidi_offset,
+        bidi.is_some(),
+        clamped_values,
+    );
+    Ok(SessionMotion {
+        blocks: registrar
+            .blocks
+            .as_ref()
+            .map(|b| (b.grid.clone(), block_rows)),
+        frames,
+        reference,
+        mean_raw,
+        mean_corrected,
+        qc,
+    })
+}
+
+fn mean_image(frames: &[Vec<f32>], len: usize) -> Vec<f32> {
+    let mut acc = vec![0.0f64; len];
+    for f in frames {
+        for (a, v) in acc.iter_mut().zip(f) {
+            *a += *v as f64;
+        }
+    }
+    acc.iter()
+        .map(|v| (v / frames.len().max(1) as f64) as f32)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn session_qc(
+    frames: &[FrameMotion],
+    mean_raw: &[f32],
+    mean_corrected: &[f32],
+    w: usize,
+    h: usize,
+    bidi_offset: f64,
+    bidi_applied: bool,
+    clamped_values: u64,
+) -> MotionQc {
+    let max = |f: &dyn Fn(&FrameMotion) -> f32| frames.iter().map(f).fold(0.0f32, f32::max) as f64;
+    let min = |f: &dyn Fn(&FrameMotion) -> f32| frames.iter().map(f).fold(0.0f32, f32::min) as f64;
+    // corrected(x) = raw(x + s): a frame with s > 0 lacks data on its right edge.
+    let valid = [
+        (-min(&|m| m.shift_x)).ceil().min(w as f64) as usize,
+        (w as f64 - max(&|m| m.shift_x).ceil()).max(0.0) as usize,
+        (-min(&|m| m.shift_y)).ceil().min(h as f64) as usize,
+        (h as f64 - max(&|m| m.shift_y).ceil()).max(0.0) as usize,
+    ];
+    let corrs: Vec<f64> = frames
+        .iter()
+        .map(|m| m.corr as f64)
+        .filter(|c| c.is_finite())
+        .collect();
+    MotionQc {
+        crispness_raw: crispness(mean_raw, w, h),
+        crispness_corrected: crispness(mean_corrected, w, h),
+        mean_corr: corrs.iter().sum::<f64>() / corrs.len().max(1) as f64,
+        bidi_offset,
+        bidi_applied,
+        n_clamped: frames.iter().filter(|m| m.clamped).count(),
+        n_constant: frames.iter().filter(|m| m.constant).count(),
+        max_abs_shift: max(&|m| m.shift_x.abs().max(m.shift_y.abs())),
+        valid,
+        clamped_values,
     }
 }

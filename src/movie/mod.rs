@@ -12,6 +12,8 @@
 //! counted within each file). Frames are numbered from 0 across the whole movie, in
 //! file order. Pages of other channels are walked past without being decoded.
 
+pub mod store;
+
 use crate::error::{Error, Result};
 use crate::io::scanimage::ScanImageMeta;
 use crate::io::tiff::{probe, PixelType, TiffInfo, TiffPageReader};

@@ -45,26 +45,77 @@ impl Cell {
         self.a.max(self.b) + EDGE_PX
     }
 
-    /// Normalised elliptical radius of tissue point (qx, qy): 1 on the soma edge.
-    fn rho(&self, qx: f64, qy: f64) -> f64 {
-        let (s, c) = self.theta.sin_cos();
-        let dx = qx - self.x;
-        let dy = qy - self.y;
-        let u = (dx * c + dy * s) / self.a;
-        let v = (-dx * s + dy * c) / self.b;
+    /// This soma's shape placed at (x, y) with orientation `theta`: used to draw it
+    /// in a session's own coordinates (a rigid transform of the tissue).
+    pub fn soma_at(&self, x: f64, y: f64, theta: f64) -> Soma {
+        let (sin, cos) = theta.sin_cos();
+        Soma {
+            x,
+            y,
+            cos,
+            sin,
+            inv_a: 1.0 / self.a,
+            inv_b: 1.0 / self.b,
+            ramp_scale: self.radius() / EDGE_PX,
+            nucleus_frac: self.nucleus_frac,
+            nucleus_level: self.nucleus_level,
+        }
+    }
+
+    /// The soma in tissue coordinates.
+    pub fn soma(&self) -> Soma {
+        self.soma_at(self.x, self.y, self.theta)
+    }
+
+    /// GCaMP profile at a tissue point (see [`Soma::profile`]).
+    pub fn profile(&self, qx: f64, qy: f64, filled: bool) -> f64 {
+        self.soma().profile(qx, qy, filled)
+    }
+
+    /// Nuclear-marker profile at a tissue point (see [`Soma::nucleus`]).
+    pub fn nucleus(&self, qx: f64, qy: f64) -> f64 {
+        self.soma().nucleus(qx, qy)
+    }
+}
+
+/// A soma's shape at a position, with its trigonometry cached for rendering.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Soma {
+    pub x: f64,
+    pub y: f64,
+    cos: f64,
+    sin: f64,
+    inv_a: f64,
+    inv_b: f64,
+    /// Radius over the edge width: converts radius units to edge ramps.
+    ramp_scale: f64,
+    nucleus_frac: f64,
+    nucleus_level: f64,
+}
+
+impl Soma {
+    /// Normalised elliptical radius of point (px, py): 1 on the soma edge.
+    #[inline]
+    fn rho(&self, px: f64, py: f64) -> f64 {
+        let dx = px - self.x;
+        let dy = py - self.y;
+        let u = (dx * self.cos + dy * self.sin) * self.inv_a;
+        let v = (dy * self.cos - dx * self.sin) * self.inv_b;
         (u * u + v * v).sqrt()
     }
 
+    #[inline]
     fn ramp(&self, inside_by: f64) -> f64 {
         // inside_by is in units of the radius; the ramp is EDGE_PX wide in pixels.
-        (inside_by * self.radius() / EDGE_PX + 0.5).clamp(0.0, 1.0)
+        (inside_by * self.ramp_scale + 0.5).clamp(0.0, 1.0)
     }
 
-    /// GCaMP profile at a tissue point: ~1 in the cytoplasm ring, `nucleus_level`
-    /// in the nucleus, 0 outside. A `filled` soma (a dying, ablated cell that kept
-    /// its GCaMP) has no nuclear dip.
-    pub fn profile(&self, qx: f64, qy: f64, filled: bool) -> f64 {
-        let rho = self.rho(qx, qy);
+    /// GCaMP profile: ~1 in the cytoplasm ring, `nucleus_level` in the nucleus, 0
+    /// outside. A `filled` soma (a dying, ablated cell that kept its GCaMP) has no
+    /// nuclear dip.
+    #[inline]
+    pub fn profile(&self, px: f64, py: f64, filled: bool) -> f64 {
+        let rho = self.rho(px, py);
         let soma = self.ramp(1.0 - rho);
         if soma == 0.0 || filled {
             return soma;
@@ -74,8 +125,9 @@ impl Cell {
     }
 
     /// Nuclear-marker profile: the filled nucleus.
-    pub fn nucleus(&self, qx: f64, qy: f64) -> f64 {
-        self.ramp(self.nucleus_frac - self.rho(qx, qy))
+    #[inline]
+    pub fn nucleus(&self, px: f64, py: f64) -> f64 {
+        self.ramp(self.nucleus_frac - self.rho(px, py))
     }
 }
 

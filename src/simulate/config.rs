@@ -361,6 +361,12 @@ impl SimConfig {
                 self.reference_day
             ));
         }
+        if !self.days.iter().any(|&d| d > self.ablation_after_day) {
+            return bad(format!(
+                "no imaging day after the ablation (after day {})",
+                self.ablation_after_day
+            ));
+        }
         if self.n_tones + self.n_complex < 2 {
             return bad("the stimulus set needs at least 2 sounds".into());
         }

@@ -10,6 +10,7 @@
 
 use super::config::SimConfig;
 use super::rng::{stream, Purpose};
+use crate::motion::interp::catmull_rom;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -95,18 +96,6 @@ pub fn session_motion(cfg: &SimConfig, seed: u64, k: usize, n: usize) -> Motion 
 /// Pixel coordinate of control point `j` along an axis of `len` pixels.
 pub fn node_position(j: usize, len: usize) -> f64 {
     j as f64 * (len as f64 - 1.0) / (WARP_NODES as f64 - 1.0)
-}
-
-/// Catmull–Rom weights for the four neighbours of fractional position `t`.
-fn catmull_rom(t: f64) -> [f64; 4] {
-    let t2 = t * t;
-    let t3 = t2 * t;
-    [
-        0.5 * (-t3 + 2.0 * t2 - t),
-        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
-        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
-        0.5 * (t3 - t2),
-    ]
 }
 
 /// Interpolation taps (node indices and weights) for every pixel along an axis.

@@ -1,0 +1,291 @@
+//! Piecewise-rigid registration (NoRMCorre, Pnevmatikakis & Giovannucci 2017; the
+//! Suite2p nonrigid step).
+//!
+//! The frame, already corrected rigidly, is cut into overlapping square blocks;
+//! each block is phase-correlated with the same block of the reference, within
+//! ±`max_shift` of the rigid solution. A block whose correlation peak is weak
+//! (peak-to-sidelobe ratio below a threshold) borrows its neighbours' correlation
+//! surfaces (a weighted sum over the 3×3 block neighbourhood) before its peak is
+//! taken, so low-contrast blocks follow their neighbours instead of noise. Block
+//! shifts become a smooth per-pixel field by bilinear interpolation between block
+//! centres (constant beyond the outermost centres).
+
+use super::rigid::{at, peak_of, Correlator, Workspace};
+
+/// Where the blocks are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockGrid {
+    pub size_x: usize,
+    pub size_y: usize,
+    /// Top-left corners of block columns / rows.
+    pub x0: Vec<usize>,
+    pub y0: Vec<usize>,
+}
+
+impl BlockGrid {
+    /// Blocks of `block` px (at most the frame), about 1.5 per block length so
+    /// neighbours overlap by a third or more.
+    pub fn new(w: usize, h: usize, block: usize) -> Self {
+        let axis = |n: usize| -> (usize, Vec<usize>) {
+            let size = block.min(n);
+            let count = if size == n {
+                1
+            } else {
+                ((1.5 * n as f64 / size as f64).ceil() as usize).max(2)
+            };
+            let starts = if count == 1 {
+                vec![(n - size) / 2]
+            } else {
+                (0..count)
+                    .map(|i| ((n - size) as f64 * i as f64 / (count - 1) as f64).round() as usize)
+                    .collect()
+            };
+            (size, starts)
+        };
+        let (size_x, x0) = axis(w);
+        let (size_y, y0) = axis(h);
+        BlockGrid {
+            size_x,
+            size_y,
+            x0,
+            y0,
+        }
+    }
+
+    pub fn n_blocks(&self) -> usize {
+        self.x0.len() * self.y0.len()
+    }
+
+    /// Centre of block column `i` / row `j`, px.
+    pub fn centre_x(&self, i: usize) -> f64 {
+        self.x0[i] as f64 + (self.size_x as f64 - 1.0) / 2.0
+    }
+    pub fn centre_y(&self, j: usize) -> f64 {
+        self.y0[j] as f64 + (self.size_y as f64 - 1.0) / 2.0
+    }
+
+    fn extract(&self, frame: &[f32], w: usize, bx: usize, by: usize, out: &mut [f32]) {
+        let (x0, y0) = (self.x0[bx], self.y0[by]);
+        for y in 0..self.size_y {
+            let src = &frame[(y0 + y) * w + x0..(y0 + y) * w + x0 + self.size_x];
+            out[y * self.size_x..(y + 1) * self.size_x].copy_from_slice(src);
+        }
+    }
+}
+
+/// Per-pixel field from one value per block (row-major over the block grid), by
+/// bilinear interpolation between block centres.
+pub fn block_field(grid: &BlockGrid, values: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
+    let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
+    field_from_centres(&cx, &cy, values, w, h)
+}
+
+/// Per-pixel field from values at a rectilinear grid of centres (`cx` columns ×
+/// `cy` rows, values row-major), bilinear inside, constant beyond the outer centres.
+pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let interp_axis =
+        |n: usize, count: usize, centre: &dyn Fn(usize) -> f64| -> Vec<(usize, usize, f32)> {
+            (0..n)
+                .map(|p| {
+                    let p = p as f64;
+                    if count == 1 || p <= centre(0) {
+                        return (0, 0, 0.0);
+                    }
+                    if p >= centre(count - 1) {
+                        return (count - 1, count - 1, 0.0);
+                    }
+                    let mut i = 0;
+                    while i + 1 < count && centre(i + 1) < p {
+                        i += 1;
+                    }
+                    let t = (p - centre(i)) / (centre(i + 1) - centre(i));
+                    (i, i + 1, t as f32)
+                })
+                .collect()
+        };
+    let nx = cx.len();
+    let ax = interp_axis(w, nx, &|i| cx[i]);
+    let ay = interp_axis(h, cy.len(), &|j| cy[j]);
+    let mut out = vec![0.0f32; w * h];
+    for (y, &(j0, j1, ty)) in ay.iter().enumerate() {
+        for (x, &(i0, i1, tx)) in ax.iter().enumerate() {
+            let v00 = values[j0 * nx + i0];
+            let v01 = values[j0 * nx + i1];
+            let v10 = values[j1 * nx + i0];
+            let v11 = values[j1 * nx + i1];
+            let top = v00 + (v01 - v00) * tx;
+            let bottom = v10 + (v11 - v10) * tx;
+            out[y * w + x] = top + (bottom - top) * ty;
+        }
+    }
+    out
+}
+
+/// Correlators for every block of a reference.
+pub struct BlockAligner {
+    pub grid: BlockGrid,
+    blocks: Vec<Correlator>,
+    snr_threshold: f64,
+    width: usize,
+}
+
+/// Per-thread buffers for a [`BlockAligner`].
+pub struct BlockWorkspace {
+    ws: Workspace,
+    block: Vec<f32>,
+    surfaces: Vec<Vec<f32>>,
+}
+
+/// One block's shift relative to the rigid solution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockShift {
+    pub x: f32,
+    pub y: f32,
+    pub snr: f32,
+}
+
+impl BlockAligner {
+    /// Prepare block correlators for `reference`.
+    pub fn new(
+        reference: &[f32],
+        w: usize,
+        h: usize,
+        block: usize,
+        max_shift: usize,
+        smooth_sigma: f64,
+        snr_threshold: f64,
+    ) -> Self {
+        let grid = BlockGrid::new(w, h, block);
+        let mut buf = vec![0.0; grid.size_x * grid.size_y];
+        let taper_px = (grid.size_x.min(grid.size_y) as f64 / 8.0).max(2.0);
+        let mut blocks = Vec::with_capacity(grid.n_blocks());
+        for by in 0..grid.y0.len() {
+            for bx in 0..grid.x0.len() {
+                grid.extract(reference, w, bx, by, &mut buf);
+                blocks.push(Correlator::new(
+                    &buf,
+                    grid.size_x,
+                    grid.size_y,
+                    max_shift,
+                    smooth_sigma,
+                    taper_px,
+                ));
+            }
+        }
+        BlockAligner {
+            grid,
+            blocks,
+            snr_threshold,
+            width: w,
+        }
+    }
+
+    /// Fresh per-thread buffers.
+    pub fn workspace(&self) -> BlockWorkspace {
+        BlockWorkspace {
+            ws: self.blocks[0].workspace(),
+            block: vec![0.0; self.grid.size_x * self.grid.size_y],
+            surfaces: vec![Vec::new(); self.grid.n_blocks()],
+        }
+    }
+
+    /// Block shifts of a rigidly corrected frame (row-major over the grid).
+    pub fn estimate(&self, frame: &[f32], bw: &mut BlockWorkspace) -> Vec<BlockShift> {
+        let (nx, ny) = (self.grid.x0.len(), self.grid.y0.len());
+        let (sw, sh) = (self.grid.size_x, self.grid.size_y);
+        let m = self.blocks[0].max_shift as isize;
+        // The correlation window of every block, (2m+1)² values.
+        let side = (2 * m + 1) as usize;
+        for by in 0..ny {
+            for bx in 0..nx {
+                let k = by * nx + bx;
+                self.grid.extract(frame, self.width, bx, by, &mut bw.block);
+                self.blocks[k].surface(&bw.block, &mut bw.ws);
+                let win = &mut bw.surfaces[k];
+                win.clear();
+                for dy in -m..=m {
+                    for dx in -m..=m {
+                        win.push(at(&bw.ws.surface, sw, sh, dx, dy) as f32);
+                    }
+                }
+            }
+        }
+        let raw: Vec<crate::motion::rigid::Estimate> = bw
+            .surfaces
+            .iter()
+            .map(|win| window_peak(win, side, m as usize))
+            .collect();
+        (0..ny)
+            .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
+            .map(|(bx, by)| {
+                let k = by * nx + bx;
+                let e = if raw[k].snr >= self.snr_threshold {
+                    raw[k]
+                } else {
+                    // Borrow the neighbourhood's evidence: centre weight 1, edges ½, corners ¼.
+                    let mut acc = vec![0.0f32; side * side];
+                    for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
+                        for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
+                            let wgt = 1.0 / (1 << (i.abs_diff(bx) + j.abs_diff(by))) as f32;
+                            for (a, v) in acc.iter_mut().zip(&bw.surfaces[j * nx + i]) {
+                                *a += wgt * v;
+                            }
+                        }
+                    }
+                    window_peak(&acc, side, m as usize)
+                };
+                BlockShift {
+                    x: e.x as f32,
+                    y: e.y as f32,
+                    snr: raw[k].snr as f32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Peak of a (2m+1)² window stored with zero shift at its centre.
+fn window_peak(win: &[f32], side: usize, m: usize) -> crate::motion::rigid::Estimate {
+    // Re-wrap the window so that `peak_of` (which expects zero shift at index 0)
+    // can search it; the padding keeps the wrap from folding values together.
+    let n = 2 * side;
+    let mut wrapped = vec![f32::MIN; n * n];
+    for r in 0..side {
+        for c in 0..side {
+            let dy = r as isize - m as isize;
+            let dx = c as isize - m as isize;
+            let y = dy.rem_euclid(n as isize) as usize;
+            let x = dx.rem_euclid(n as isize) as usize;
+            wrapped[y * n + x] = win[r * side + c];
+        }
+    }
+    peak_of(&wrapped, n, n, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_covers_the_frame_with_overlap() {
+        let g = BlockGrid::new(512, 512, 128);
+        assert_eq!(g.x0.len(), 6);
+        assert_eq!(g.x0[0], 0);
+        assert_eq!(*g.x0.last().unwrap() + g.size_x, 512);
+        let small = BlockGrid::new(60, 40, 128);
+        assert_eq!((small.size_x, small.size_y, small.n_blocks()), (60, 40, 1));
+    }
+
+    #[test]
+    fn block_field_interpolates_between_centres() {
+        let g = BlockGrid::new(100, 100, 50);
+        let n = g.n_blocks();
+        let values: Vec<f32> = (0..n).map(|k| (k % g.x0.len()) as f32).collect();
+        let f = block_field(&g, &values, 100, 100);
+        assert_eq!(f[0], 0.0);
+        assert_eq!(f[99], (g.x0.len() - 1) as f32);
+        let mid = f[50 * 100 + 50];
+        assert!(mid > 0.0 && mid < (g.x0.len() - 1) as f32);
+    }
+}
