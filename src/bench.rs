@@ -78,3 +78,149 @@ pub fn tiff_read(path: &Path, repeats: usize) -> Result<TiffReadBench> {
         tiff_seconds: tiff_best,
     })
 }
+
+/// Result of the motion benchmark.
+#[derive(Debug, Clone)]
+pub struct MotionBench {
+    pub size: usize,
+    pub frames: usize,
+    /// One forward + inverse `size × size` real FFT on one core, ms.
+    pub fft_pair_ms: f64,
+    /// Rigid registration throughput (all threads), frames/s, reference included.
+    pub rigid_fps: f64,
+    /// The same without building the reference (steady state), frames/s.
+    pub rigid_register_fps: f64,
+    /// Seconds spent building the reference.
+    pub reference_seconds: f64,
+    /// Rigid + piecewise-rigid throughput, frames/s (when asked for).
+    pub nonrigid_fps: Option<f64>,
+    pub threads: usize,
+    /// Peak resident memory of the process, MB (VmHWM).
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Peak resident set size of this process, MB, where /proc tells it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Time one forward + inverse FFT pair of a `size²` image on one core.
+fn fft_pair_ms(size: usize) -> f64 {
+    use crate::motion::fft::Fft2;
+    let fft = Fft2::new(size, size);
+    let mut s = fft.scratch();
+    let img: Vec<f32> = (0..size * size).map(|i| (i % 97) as f32).collect();
+    let mut spec = vec![rustfft::num_complex::Complex32::new(0.0, 0.0); fft.spectrum_len()];
+    let mut out = vec![0.0f32; size * size];
+    let reps = (2_000_000_000 / (size * size * 20)).clamp(20, 2000);
+    for _ in 0..3 {
+        fft.forward(&img, &mut spec, &mut s);
+        fft.inverse(&mut spec, &mut out, &mut s);
+    }
+    let t = Instant::now();
+    for _ in 0..reps {
+        fft.forward(&img, &mut spec, &mut s);
+        fft.inverse(&mut spec, &mut out, &mut s);
+    }
+    t.elapsed().as_secs_f64() * 1e3 / reps as f64
+}
+
+/// A synthetic int16 movie: a soma-textured image moved by a random walk, with
+/// noise; 64 distinct frames cycled, so generation is cheap and every frame
+/// still needs full registration.
+fn synthetic_store(path: &Path, size: usize, frames: usize) -> Result<()> {
+    use crate::motion::interp::shift_image;
+    use crate::movie::store::{FrameStoreWriter, StoreDtype};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let n_blobs = size * size / 150;
+    let blobs: Vec<(f64, f64, f64)> = (0..n_blobs)
+        .map(|_| {
+            (
+                rng.random_range(0.0..size as f64),
+                rng.random_range(0.0..size as f64),
+                rng.random_range(50.0..300.0),
+            )
+        })
+        .collect();
+    let mut base = vec![200.0f32; size * size];
+    for &(cx, cy, a) in &blobs {
+        let (x0, x1) = (
+            (cx - 12.0).max(0.0) as usize,
+            ((cx + 12.0) as usize).min(size - 1),
+        );
+        let (y0, y1) = (
+            (cy - 12.0).max(0.0) as usize,
+            ((cy + 12.0) as usize).min(size - 1),
+        );
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let d2 = (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2);
+                base[y * size + x] += (a * (-d2 / 18.0).exp()) as f32;
+            }
+        }
+    }
+    let mut tmp = vec![0.0f32; size * size];
+    let distinct: Vec<Vec<f32>> = (0..64)
+        .map(|_| {
+            let (dx, dy) = (rng.random_range(-3.0..3.0), rng.random_range(-3.0..3.0));
+            let mut f = vec![0.0f32; size * size];
+            shift_image(&base, size, size, dx, dy, &mut tmp, &mut f);
+            for v in f.iter_mut() {
+                *v += rng.random_range(-40.0f32..40.0);
+            }
+            f
+        })
+        .collect();
+    let mut w = FrameStoreWriter::create(path, size, size, StoreDtype::I16)?;
+    for i in 0..frames {
+        w.write_frames(&distinct[i % distinct.len()])?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Register a synthetic `size²` int16 movie of `frames` frames (rigid, and
+/// rigid + piecewise-rigid when `nonrigid`), next to the FFT bound.
+pub fn motion(size: usize, frames: usize, nonrigid: bool, dir: &Path) -> Result<MotionBench> {
+    use crate::config::MotionParams;
+    use crate::movie::store::{FrameStore, FrameStoreWriter};
+    use crate::progress::NoProgress;
+    std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
+    let raw = dir.join("bench.raw");
+    synthetic_store(&raw, size, frames)?;
+    let input = FrameStore::open(&raw)?;
+    let fft_pair_ms = fft_pair_ms(size);
+    let run = |nr: bool| -> Result<(f64, f64, f64)> {
+        let params = MotionParams {
+            nonrigid: nr,
+            ..MotionParams::default()
+        };
+        let out = dir.join("bench.bin");
+        let mut w = FrameStoreWriter::create(&out, size, size, input.dtype())?;
+        let t = Instant::now();
+        let m = crate::motion::register_session("bench", &input, &mut w, &params, &NoProgress)?;
+        w.finish()?;
+        let fps = frames as f64 / t.elapsed().as_secs_f64();
+        std::fs::remove_file(&out).map_err(|e| Error::output(&out, e))?;
+        Ok((fps, frames as f64 / m.register_seconds, m.reference_seconds))
+    };
+    let (rigid_fps, rigid_register_fps, reference_seconds) = run(false)?;
+    let nonrigid_fps = nonrigid.then(|| run(true)).transpose()?.map(|r| r.1);
+    drop(input);
+    std::fs::remove_file(&raw).map_err(|e| Error::output(&raw, e))?;
+    Ok(MotionBench {
+        size,
+        frames,
+        fft_pair_ms,
+        rigid_fps,
+        rigid_register_fps,
+        reference_seconds,
+        nonrigid_fps,
+        threads: rayon::current_num_threads(),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

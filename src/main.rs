@@ -145,6 +145,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// Motion-correction throughput on a synthetic int16 movie, beside the FFT
+    /// bound, with the process's peak memory.
+    Motion {
+        /// Frame side, px.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// Frames in the movie.
+        #[arg(long, default_value_t = 2000)]
+        frames: usize,
+        /// Also time rigid + piecewise-rigid registration.
+        #[arg(long)]
+        nonrigid: bool,
+        /// Scratch folder (its files are removed afterwards).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Simulator throughput (frames rendered and written per second).
     Simulate {
         #[arg(long, default_value = "standard")]
@@ -449,6 +465,32 @@ fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
                 b.tiff_mb_s(),
                 b.pages_per_s(),
                 b.tiff_mb_s() / b.raw_mb_s()
+            );
+        }
+        BenchCommand::Motion {
+            size,
+            frames,
+            nonrigid,
+            out,
+        } => {
+            let b = cortexmap::bench::motion(*size, *frames, *nonrigid, out)?;
+            println!(
+                "motion {}x{} int16, {} frames, {} threads: FFT pair {:.2} ms on one core (bound {:.0} frames/s per core); rigid {:.0} frames/s registering ({:.2}x the {}-core bound), {:.0} frames/s with the {:.1} s reference{}; peak RSS {} MB",
+                b.size,
+                b.size,
+                b.frames,
+                b.threads,
+                b.fft_pair_ms,
+                1e3 / b.fft_pair_ms,
+                b.rigid_register_fps,
+                b.rigid_register_fps / (b.threads as f64 * 1e3 / b.fft_pair_ms),
+                b.threads,
+                b.rigid_fps,
+                b.reference_seconds,
+                b.nonrigid_fps
+                    .map(|f| format!("; rigid + nonrigid {f:.0} frames/s registering"))
+                    .unwrap_or_default(),
+                b.peak_rss_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
             );
         }
         BenchCommand::Simulate {

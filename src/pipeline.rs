@@ -335,6 +335,8 @@ fn empty_motion() -> SessionMotion {
         reference: vec![],
         mean_raw: vec![],
         mean_corrected: vec![],
+        reference_seconds: 0.0,
+        register_seconds: 0.0,
         qc: crate::motion::MotionQc {
             crispness_raw: 0.0,
             crispness_corrected: 0.0,

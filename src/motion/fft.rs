@@ -10,6 +10,9 @@ use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 use std::sync::Arc;
 
+/// Rows transformed together before a blocked transpose.
+const ROWS: usize = 16;
+
 /// Plans for one image size.
 pub struct Fft2 {
     pub width: usize,
@@ -23,7 +26,8 @@ pub struct Fft2 {
 /// Working memory for one thread.
 pub struct Fft2Scratch {
     row_real: Vec<f32>,
-    row_cplx: Vec<Complex32>,
+    /// `ROWS` rows of half-spectrum, for blocked transposes.
+    block: Vec<Complex32>,
     real_scratch: Vec<Complex32>,
     col_scratch: Vec<Complex32>,
 }
@@ -62,7 +66,7 @@ impl Fft2 {
             .max(self.col_inv.get_inplace_scratch_len());
         Fft2Scratch {
             row_real: vec![0.0; self.width],
-            row_cplx: vec![Complex32::new(0.0, 0.0); self.half_width()],
+            block: vec![Complex32::new(0.0, 0.0); ROWS * self.half_width()],
             real_scratch: vec![Complex32::new(0.0, 0.0); real_len],
             col_scratch: vec![Complex32::new(0.0, 0.0); col_len],
         }
@@ -73,13 +77,25 @@ impl Fft2 {
         let (w, h, hw) = (self.width, self.height, self.half_width());
         debug_assert_eq!(image.len(), w * h);
         debug_assert_eq!(spec.len(), hw * h);
-        for y in 0..h {
-            s.row_real.copy_from_slice(&image[y * w..(y + 1) * w]);
-            self.r2c
-                .process_with_scratch(&mut s.row_real, &mut s.row_cplx, &mut s.real_scratch)
-                .expect("buffer sizes match the plan");
-            for (kx, v) in s.row_cplx.iter().enumerate() {
-                spec[kx * h + y] = *v;
+        // Rows in blocks of ROWS, so the transposed writes are short contiguous runs.
+        for y0 in (0..h).step_by(ROWS) {
+            let rows = ROWS.min(h - y0);
+            for r in 0..rows {
+                let y = y0 + r;
+                s.row_real.copy_from_slice(&image[y * w..(y + 1) * w]);
+                self.r2c
+                    .process_with_scratch(
+                        &mut s.row_real,
+                        &mut s.block[r * hw..(r + 1) * hw],
+                        &mut s.real_scratch,
+                    )
+                    .expect("buffer sizes match the plan");
+            }
+            for kx in 0..hw {
+                let dst = &mut spec[kx * h + y0..kx * h + y0 + rows];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = s.block[r * hw + kx];
+                }
             }
         }
         self.col_fwd.process_with_scratch(spec, &mut s.col_scratch);
@@ -90,20 +106,28 @@ impl Fft2 {
         let (w, h, hw) = (self.width, self.height, self.half_width());
         self.col_inv.process_with_scratch(spec, &mut s.col_scratch);
         let norm = 1.0 / (w * h) as f32;
-        for y in 0..h {
+        for y0 in (0..h).step_by(ROWS) {
+            let rows = ROWS.min(h - y0);
             for kx in 0..hw {
-                s.row_cplx[kx] = spec[kx * h + y];
+                let src = &spec[kx * h + y0..kx * h + y0 + rows];
+                for (r, v) in src.iter().enumerate() {
+                    s.block[r * hw + kx] = *v;
+                }
             }
-            // A real signal's DC (and, for even widths, Nyquist) terms are real.
-            s.row_cplx[0].im = 0.0;
-            if w % 2 == 0 {
-                s.row_cplx[hw - 1].im = 0.0;
-            }
-            self.c2r
-                .process_with_scratch(&mut s.row_cplx, &mut s.row_real, &mut s.real_scratch)
-                .expect("buffer sizes match the plan");
-            for (o, v) in image[y * w..(y + 1) * w].iter_mut().zip(&s.row_real) {
-                *o = v * norm;
+            for r in 0..rows {
+                let y = y0 + r;
+                let row = &mut s.block[r * hw..(r + 1) * hw];
+                // A real signal's DC (and, for even widths, Nyquist) terms are real.
+                row[0].im = 0.0;
+                if w % 2 == 0 {
+                    row[hw - 1].im = 0.0;
+                }
+                self.c2r
+                    .process_with_scratch(row, &mut s.row_real, &mut s.real_scratch)
+                    .expect("buffer sizes match the plan");
+                for (o, v) in image[y * w..(y + 1) * w].iter_mut().zip(&s.row_real) {
+                    *o = v * norm;
+                }
             }
         }
     }

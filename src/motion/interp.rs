@@ -48,13 +48,28 @@ pub fn shift_image(
 ) {
     // Along rows: every pixel shares the fractional weights; only edges clamp.
     let row_taps: Vec<([usize; 4], [f32; 4])> = (0..w).map(|x| taps(x as f64 + dx, w)).collect();
+    let (_, wt) = taps(dx, w.max(4));
+    let shift = dx.floor() as isize;
+    // Interior pixels, whose four taps are all inside the row: x − 1 + shift ≥ 0
+    // and x + 2 + shift ≤ w − 1.
+    let lo = (1 - shift).clamp(0, w as isize) as usize;
+    let hi = (w as isize - 2 - shift).clamp(lo as isize, w as isize) as usize;
     for y in 0..h {
         let row = &src[y * w..(y + 1) * w];
-        for (x, (idx, wt)) in row_taps.iter().enumerate() {
-            tmp[y * w + x] = wt[0] * row[idx[0]]
+        let dst = &mut tmp[y * w..(y + 1) * w];
+        for x in (0..lo).chain(hi..w) {
+            let (idx, wt) = &row_taps[x];
+            dst[x] = wt[0] * row[idx[0]]
                 + wt[1] * row[idx[1]]
                 + wt[2] * row[idx[2]]
                 + wt[3] * row[idx[3]];
+        }
+        if hi > lo {
+            let base = (lo as isize + shift - 1) as usize;
+            let win = &row[base..base + (hi - lo) + 3];
+            for (d, q) in dst[lo..hi].iter_mut().zip(win.windows(4)) {
+                *d = wt[0] * q[0] + wt[1] * q[1] + wt[2] * q[2] + wt[3] * q[3];
+            }
         }
     }
     for y in 0..h {

@@ -93,6 +93,9 @@ pub struct SessionMotion {
     pub mean_raw: Vec<f32>,
     pub mean_corrected: Vec<f32>,
     pub qc: MotionQc,
+    /// Wall time building the reference and registering the frames, s.
+    pub reference_seconds: f64,
+    pub register_seconds: f64,
 }
 
 /// Fixed per session: the reference's correlators and the options.
@@ -259,6 +262,7 @@ pub fn register_session(
     let taper_px = (w.min(h) as f64 * 0.05)
         .max(max_shift as f64 * 0.5)
         .clamp(2.0, 40.0);
+    let started = std::time::Instant::now();
     let mut sample = sample_frames(input, params.reference_frames)?;
     let sample_mean = mean_image(&sample, w * h);
     let bidi_offset = bidi::estimate(&sample_mean, w, h, 8.min(w / 4));
@@ -307,6 +311,8 @@ pub fn register_session(
         bidi,
         reference: reference.clone(),
     };
+    let reference_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     progress.start(&format!("motion {session}"), n as u64);
     let mut frames = Vec::with_capacity(n);
     let mut block_rows: Vec<Vec<BlockShift>> = Vec::new();
@@ -328,13 +334,8 @@ pub fn register_session(
                 |b, (r, out)| registrar.register(r, b, out),
             )
             .collect();
-        for (acc, chunk) in [(&mut sum_raw, &raw), (&mut sum_cor, &corrected)] {
-            for f in 0..got {
-                for (a, v) in acc.iter_mut().zip(&chunk[f * px..(f + 1) * px]) {
-                    *a += *v as f64;
-                }
-            }
-        }
+        accumulate(&mut sum_raw, &raw[..got * px], px);
+        accumulate(&mut sum_cor, &corrected[..got * px], px);
         clamped_values += output.write_frames(&corrected[..got * px])?.clamped_values;
         for (m, b) in results {
             frames.push(m);
@@ -368,7 +369,24 @@ pub fn register_session(
         mean_raw,
         mean_corrected,
         qc,
+        reference_seconds,
+        register_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Add every frame of `frames` (frame length `px`) into `acc`, in parallel over
+/// pixel ranges (the order of additions per pixel is fixed, so the result does
+/// not depend on the thread count).
+fn accumulate(acc: &mut [f64], frames: &[f32], px: usize) {
+    const CHUNK: usize = 8192;
+    acc.par_chunks_mut(CHUNK).enumerate().for_each(|(c, a)| {
+        let (start, len) = (c * CHUNK, a.len());
+        for frame in frames.chunks_exact(px) {
+            for (x, v) in a.iter_mut().zip(&frame[start..start + len]) {
+                *x += *v as f64;
+            }
+        }
+    });
 }
 
 fn mean_image(frames: &[Vec<f32>], len: usize) -> Vec<f32> {

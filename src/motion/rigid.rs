@@ -239,35 +239,45 @@ pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f
         }
         out
     };
+    // Σ_k a_k·Re(z_k·e^{2πi·k·t/n}) by a phasor recurrence (no sin/cos per term).
     let eval_x = |q: &[(f64, f64)], x: f64| -> f64 {
-        q.iter()
-            .enumerate()
-            .map(|(kx, &(re, im))| {
-                let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
-                column_weight(kx, w) * (re * c - im * s)
-            })
-            .sum()
+        let (s1, c1) = (TAU * x / w as f64).sin_cos();
+        let (mut c, mut s) = (1.0f64, 0.0f64);
+        let mut acc = 0.0;
+        for (kx, &(re, im)) in q.iter().enumerate() {
+            acc += column_weight(kx, w) * (re * c - im * s);
+            (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
+        }
+        acc
     };
     let eval_y = |r: &[(f64, f64)], y: f64| -> f64 {
-        r.iter()
-            .enumerate()
-            .map(|(ky, &(re, im))| {
-                let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
-                re * c - im * s
-            })
-            .sum()
+        let (s1, c1) = (TAU * y / h as f64).sin_cos();
+        // Non-negative frequencies 0..=h/2 step forwards, negative ones backwards.
+        let (mut c, mut s) = (1.0f64, 0.0f64);
+        let mut acc = 0.0;
+        for &(re, im) in r.iter().take(h / 2 + 1) {
+            acc += re * c - im * s;
+            (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
+        }
+        let (mut c, mut s) = (c1, -s1);
+        for &(re, im) in r.iter().skip(h / 2 + 1).rev() {
+            acc += re * c - im * s;
+            (c, s) = (c * c1 + s * s1, s * c1 - c * s1);
+        }
+        acc
     };
-    let mut x = {
+    let x1 = {
         let q = along_x(by);
         golden_max(rx.0, rx.1, |x| eval_x(&q, x))
     };
-    let mut y = by;
-    for _ in 0..2 {
-        let r = along_y(x);
-        y = golden_max(ry.0, ry.1, |y| eval_y(&r, y));
+    let y = {
+        let r = along_y(x1);
+        golden_max(ry.0, ry.1, |y| eval_y(&r, y))
+    };
+    let x = {
         let q = along_x(y);
-        x = golden_max(rx.0, rx.1, |x| eval_x(&q, x));
-    }
+        golden_max(rx.0, rx.1, |x| eval_x(&q, x))
+    };
     (x, y)
 }
 
