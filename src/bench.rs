@@ -128,7 +128,8 @@ fn fft_pair_ms(size: usize) -> f64 {
     t.elapsed().as_secs_f64() * 1e3 / reps as f64
 }
 
-/// A synthetic int16 movie: a soma-textured image moved by a random walk, with
+/// A synthetic int16 movie: a soma-textured image at independent uniform shifts
+/// (±3 px), with
 /// noise; 64 distinct frames cycled, so generation is cheap and every frame
 /// still needs full registration.
 fn synthetic_store(path: &Path, size: usize, frames: usize) -> Result<()> {

@@ -228,6 +228,17 @@ pub fn run(
     let exp = load_experiment(manifest)?;
     let infos = validate(&exp)?;
     let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
+    if until >= Stage::Motion {
+        for (s, (info, _)) in exp.sessions.iter().zip(&infos) {
+            crate::motion::check_registrable(
+                &s.id,
+                info.n_frames,
+                info.width,
+                info.height,
+                &params.motion,
+            )?;
+        }
+    }
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
@@ -274,6 +285,11 @@ fn run_motion(
     progress: &dyn Progress,
 ) -> Result<Vec<(String, crate::motion::MotionQc)>> {
     create_dir(&layout.root.join("images"))?;
+    // A rigid rerun must not leave an earlier nonrigid run's block table behind.
+    let stale = layout.table("motion_blocks");
+    if !params.motion.nonrigid && stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| Error::output(&stale, e))?;
+    }
     let mut shifts = TableWriter::create(layout.table("motion"))?;
     let mut blocks = params
         .motion

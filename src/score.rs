@@ -82,7 +82,7 @@ fn rigid_score(
         return Err(Error::input(
             path,
             format!(
-                "session '{session}': {} frames in the run but {} in the truth",
+                "session '{session}': the run's frames ({}) do not match the truth's ({})",
                 est.len(),
                 truth.len()
             ),

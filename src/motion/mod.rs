@@ -238,15 +238,14 @@ fn sample_frames(store: &FrameStore, count: usize) -> Result<Vec<Vec<f32>>> {
         .collect()
 }
 
-/// Register one session from `input` into `output`.
-pub fn register_session(
+/// Refuse sessions too short for a reference or frames too small to register.
+pub fn check_registrable(
     session: &str,
-    input: &FrameStore,
-    output: &mut FrameStoreWriter,
+    n: usize,
+    w: usize,
+    h: usize,
     params: &MotionParams,
-    progress: &dyn Progress,
-) -> Result<SessionMotion> {
-    let (w, h, n) = (input.width(), input.height(), input.n_frames());
+) -> Result<()> {
     if n < params.min_frames {
         return Err(Error::usage(format!(
             "session '{session}' has {n} frames; building a reference needs at least {} (motion.min_frames)",
@@ -258,6 +257,19 @@ pub fn register_session(
             "session '{session}': frames of {w}x{h} are too small to register (at least 16x16)"
         )));
     }
+    Ok(())
+}
+
+/// Register one session from `input` into `output`.
+pub fn register_session(
+    session: &str,
+    input: &FrameStore,
+    output: &mut FrameStoreWriter,
+    params: &MotionParams,
+    progress: &dyn Progress,
+) -> Result<SessionMotion> {
+    let (w, h, n) = (input.width(), input.height(), input.n_frames());
+    check_registrable(session, n, w, h, params)?;
     let max_shift = ((w.min(h) as f64 * params.max_shift_fraction).round() as usize).max(1);
     let taper_px = (w.min(h) as f64 * 0.05)
         .max(max_shift as f64 * 0.5)
@@ -338,10 +350,21 @@ pub fn register_session(
         accumulate(&mut sum_cor, &corrected[..got * px], px);
         clamped_values += output.write_frames(&corrected[..got * px])?.clamped_values;
         for (m, b) in results {
-            frames.push(m);
-            if let Some(b) = b {
-                block_rows.push(b);
+            if let Some(aligner) = &registrar.blocks {
+                // Every frame gets a row of blocks, so rows stay aligned with frames;
+                // a frame without block estimates (constant) gets its rigid shift.
+                block_rows.push(b.unwrap_or_else(|| {
+                    vec![
+                        BlockShift {
+                            x: m.shift_x,
+                            y: m.shift_y,
+                            snr: 0.0,
+                        };
+                        aligner.grid.n_blocks()
+                    ]
+                }));
             }
+            frames.push(m);
         }
         progress.advance(got as u64);
         start += got;

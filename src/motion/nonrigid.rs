@@ -10,7 +10,7 @@
 //! shifts become a smooth per-pixel field by bilinear interpolation between block
 //! centres (constant beyond the outermost centres).
 
-use super::rigid::{at, peak_of, Correlator, Workspace};
+use super::rigid::{at, peak_of, refine_peak, Correlator, Estimate, Workspace};
 
 /// Where the blocks are.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +135,7 @@ pub struct BlockWorkspace {
     ws: Workspace,
     block: Vec<f32>,
     surfaces: Vec<Vec<f32>>,
+    estimates: Vec<Estimate>,
 }
 
 /// One block's shift relative to the rigid solution.
@@ -187,6 +188,16 @@ impl BlockAligner {
             ws: self.blocks[0].workspace(),
             block: vec![0.0; self.grid.size_x * self.grid.size_y],
             surfaces: vec![Vec::new(); self.grid.n_blocks()],
+            estimates: vec![
+                Estimate {
+                    x: 0.0,
+                    y: 0.0,
+                    peak: 0.0,
+                    snr: 0.0,
+                    clamped: false,
+                };
+                self.grid.n_blocks()
+            ],
         }
     }
 
@@ -209,13 +220,23 @@ impl BlockAligner {
                         win.push(at(&bw.ws.surface, sw, sh, dx, dy) as f32);
                     }
                 }
+                // A confident block's sub-pixel peak comes from its own spectrum,
+                // like the rigid step's; weak blocks are resolved below.
+                let mut e = window_peak(win, side, m as usize);
+                if e.snr >= self.snr_threshold {
+                    let limit = m as f64 + 0.5;
+                    (e.x, e.y) = refine_peak(
+                        &self.blocks[k].fft,
+                        &bw.ws.product,
+                        e.x.round(),
+                        e.y.round(),
+                        limit,
+                    );
+                }
+                bw.estimates[k] = e;
             }
         }
-        let raw: Vec<crate::motion::rigid::Estimate> = bw
-            .surfaces
-            .iter()
-            .map(|win| window_peak(win, side, m as usize))
-            .collect();
+        let raw = &bw.estimates;
         (0..ny)
             .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
             .map(|(bx, by)| {
@@ -238,7 +259,7 @@ impl BlockAligner {
                 BlockShift {
                     x: e.x as f32,
                     y: e.y as f32,
-                    snr: raw[k].snr as f32,
+                    snr: raw[k].snr.min(1e6) as f32,
                 }
             })
             .collect()
@@ -246,7 +267,7 @@ impl BlockAligner {
 }
 
 /// Peak of a (2m+1)² window stored with zero shift at its centre.
-fn window_peak(win: &[f32], side: usize, m: usize) -> crate::motion::rigid::Estimate {
+fn window_peak(win: &[f32], side: usize, m: usize) -> Estimate {
     // Re-wrap the window so that `peak_of` (which expects zero shift at index 0)
     // can search it; the padding keeps the wrap from folding values together.
     let n = 2 * side;

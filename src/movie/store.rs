@@ -570,7 +570,26 @@ impl FrameStore {
             StoreDtype::I16 => i16_le_to_f32(src, dst),
             StoreDtype::F32 => f32_le_to_f32(src, dst),
         }
+        self.release(from, n * frame_bytes);
         Ok(n)
+    }
+
+    /// Drop the pages just copied out of this process's resident set, so that
+    /// streaming through a long movie keeps memory flat (file-backed mapped pages
+    /// count as resident until the kernel reclaims them).
+    fn release(&self, offset: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the map is a read-only, shared mapping of a file that is never
+        // written while mapped; MADV_DONTNEED only discards the page-table entries,
+        // and any later access (from any thread) faults the unchanged file pages in
+        // again. No reference into the map outlives the copy above.
+        #[cfg(unix)]
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
     }
 
     /// Frame `i` as `height × width` values, row-major. An index past the end is an
