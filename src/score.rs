@@ -53,8 +53,11 @@ fn strs(t: &Table, path: &Path, name: &str) -> Result<Vec<String>> {
     Ok(t.strs(path, name)?.to_vec())
 }
 
+/// Per session, (frame, shift_x, shift_y) rows sorted by frame.
+type SessionShifts = BTreeMap<String, Vec<(u32, f64, f64)>>;
+
 /// Per-session (frame → (x, y)) from a motion table.
-fn shifts_by_session(path: &Path) -> Result<BTreeMap<String, Vec<(u32, f64, f64)>>> {
+fn shifts_by_session(path: &Path) -> Result<SessionShifts> {
     let t = read_table(path)?;
     let s = strs(&t, path, "session")?;
     let f = t.u32s(path, "frame")?;

@@ -98,6 +98,7 @@ pub fn seed_reference(frames: &[Vec<f32>], w: usize, h: usize) -> Vec<f32> {
 }
 
 /// Refine a reference by `iterations` rounds of register-and-average.
+#[allow(clippy::too_many_arguments)]
 pub fn refine_reference(
     frames: &[Vec<f32>],
     w: usize,

@@ -137,7 +137,7 @@ impl Correlator {
     /// Estimate the shift of `frame` relative to the reference.
     pub fn estimate(&self, frame: &[f32], ws: &mut Workspace) -> Estimate {
         let var = self.surface(frame, ws);
-        if !(var > 0.0) {
+        if var.is_nan() || var <= 0.0 {
             return Estimate {
                 x: 0.0,
                 y: 0.0,
