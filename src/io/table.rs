@@ -121,6 +121,20 @@ fn list_item(dt: DataType) -> Arc<Field> {
 }
 
 /// A table: named, equally long columns in a fixed order.
+///
+/// ```
+/// use cortexmap::io::table::{read_table, write_table, Column, Table};
+/// let dir = std::env::temp_dir().join(format!("cortexmap-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("example.parquet");
+/// let t = Table::new()
+///     .with("session", Column::Str(vec!["d1".into(), "d1".into()]))
+///     .with("frame", Column::U32(vec![0, 1]))
+///     .with("shift_x", Column::F32(vec![0.25, -0.5]));
+/// write_table(&path, &t).unwrap();
+/// assert_eq!(read_table(&path).unwrap(), t);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub columns: Vec<(String, Column)>,
