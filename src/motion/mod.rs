@@ -332,42 +332,73 @@ pub fn register_session(
     let mut sum_cor = vec![0.0f64; w * h];
     let mut clamped_values = 0u64;
     let batch = params.batch_frames.max(1);
-    let mut raw = vec![0.0f32; batch * w * h];
-    let mut corrected = vec![0.0f32; batch * w * h];
-    let mut start = 0;
-    while start < n {
-        let got = input.read_frames_into(start, &mut raw)?;
-        let px = w * h;
-        let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
-            .par_chunks(px)
-            .zip(corrected[..got * px].par_chunks_mut(px))
-            .map_init(
-                || registrar.buffers(),
-                |b, (r, out)| registrar.register(r, b, out),
-            )
-            .collect();
-        accumulate(&mut sum_raw, &raw[..got * px], px);
-        accumulate(&mut sum_cor, &corrected[..got * px], px);
-        clamped_values += output.write_frames(&corrected[..got * px])?.clamped_values;
-        for (m, b) in results {
-            if let Some(aligner) = &registrar.blocks {
-                // Every frame gets a row of blocks, so rows stay aligned with frames;
-                // a frame without block estimates (constant) gets its rigid shift.
-                block_rows.push(b.unwrap_or_else(|| {
-                    vec![
-                        BlockShift {
-                            x: m.shift_x,
-                            y: m.shift_y,
-                            snr: 0.0,
-                        };
-                        aligner.grid.n_blocks()
-                    ]
-                }));
+    let px = w * h;
+    let mut raw = vec![0.0f32; batch * px];
+    // The store is written on its own thread while the next batch registers; at
+    // most three corrected batches exist at once (one registering, one queued,
+    // one being written), so memory stays bounded by the batch.
+    let (to_writer, from_main) = std::sync::mpsc::sync_channel::<(Vec<f32>, usize)>(1);
+    let (recycle, recycled) = std::sync::mpsc::channel::<Vec<f32>>();
+    std::thread::scope(|scope| -> Result<()> {
+        let writer = scope.spawn(move || -> Result<u64> {
+            let mut clamped = 0u64;
+            for (buf, len) in from_main {
+                clamped += output.write_frames(&buf[..len])?.clamped_values;
+                let _ = recycle.send(buf);
             }
-            frames.push(m);
+            Ok(clamped)
+        });
+        let mut start = 0;
+        while start < n {
+            let got = input.read_frames_into(start, &mut raw)?;
+            let mut corrected = recycled
+                .try_recv()
+                .unwrap_or_else(|_| vec![0.0f32; batch * px]);
+            let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
+                .par_chunks(px)
+                .zip(corrected[..got * px].par_chunks_mut(px))
+                .map_init(
+                    || registrar.buffers(),
+                    |b, (r, out)| registrar.register(r, b, out),
+                )
+                .collect();
+            accumulate(&mut sum_raw, &raw[..got * px], px);
+            accumulate(&mut sum_cor, &corrected[..got * px], px);
+            if to_writer.send((corrected, got * px)).is_err() {
+                break; // the writer failed; its error is reported below
+            }
+            for (m, b) in results {
+                if let Some(aligner) = &registrar.blocks {
+                    // Every frame gets a row of blocks, so rows stay aligned with
+                    // frames; a frame without block estimates (constant) gets its
+                    // rigid shift.
+                    block_rows.push(b.unwrap_or_else(|| {
+                        vec![
+                            BlockShift {
+                                x: m.shift_x,
+                                y: m.shift_y,
+                                snr: 0.0,
+                            };
+                            aligner.grid.n_blocks()
+                        ]
+                    }));
+                }
+                frames.push(m);
+            }
+            progress.advance(got as u64);
+            start += got;
         }
-        progress.advance(got as u64);
-        start += got;
+        drop(to_writer);
+        clamped_values = writer
+            .join()
+            .map_err(|_| Error::internal("the frame-store writer thread panicked"))??;
+        Ok(())
+    })?;
+    if frames.len() != n {
+        return Err(Error::internal(format!(
+            "session '{session}': registered {} of {n} frames",
+            frames.len()
+        )));
     }
     progress.finish();
     let mean_raw: Vec<f32> = sum_raw.iter().map(|v| (v / n as f64) as f32).collect();
