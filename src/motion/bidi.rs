@@ -48,26 +48,7 @@ pub fn estimate(mean: &[f32], w: usize, h: usize, max_offset: usize) -> f64 {
     let best = (-m..=m)
         .max_by(|&a, &b| score(a as f64).total_cmp(&score(b as f64)))
         .unwrap_or(0) as f64;
-    let (mut lo, mut hi) = (best - 1.0, best + 1.0);
-    let g = 0.5 * (5f64.sqrt() - 1.0);
-    let (mut c, mut d) = (hi - g * (hi - lo), lo + g * (hi - lo));
-    let (mut fc, mut fd) = (score(c), score(d));
-    for _ in 0..40 {
-        if fc > fd {
-            hi = d;
-            d = c;
-            fd = fc;
-            c = hi - g * (hi - lo);
-            fc = score(c);
-        } else {
-            lo = c;
-            c = d;
-            fc = fd;
-            d = lo + g * (hi - lo);
-            fd = score(d);
-        }
-    }
-    0.5 * (lo + hi)
+    super::rigid::golden_max(best - 1.0, best + 1.0, score)
 }
 
 fn mean_of(v: &[f32]) -> f64 {

@@ -165,8 +165,8 @@ fn column_weight(kx: usize, w: usize) -> f64 {
     }
 }
 
-/// Maximise `f` on [lo, hi] by golden-section search.
-fn golden_max(lo: f64, hi: f64, f: impl Fn(f64) -> f64) -> f64 {
+/// Maximise `f` on [lo, hi] by golden-section search (to 10⁻³).
+pub fn golden_max(lo: f64, hi: f64, f: impl Fn(f64) -> f64) -> f64 {
     let g = 0.5 * (5f64.sqrt() - 1.0);
     let (mut lo, mut hi) = (lo, hi);
     let (mut c, mut d) = (hi - g * (hi - lo), lo + g * (hi - lo));
