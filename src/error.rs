@@ -66,3 +66,18 @@ impl Error {
         }
     }
 }
+
+/// Test helper: `r` is an input error naming `path` whose message mentions `needle`.
+#[cfg(test)]
+pub(crate) fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
+    match r {
+        Err(Error::Input { path: p, msg }) => {
+            assert_eq!(p, path, "error names the file ({msg})");
+            assert!(
+                msg.contains(needle),
+                "message {msg:?} should mention {needle:?}"
+            );
+        }
+        other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
+    }
+}

@@ -1318,6 +1318,7 @@ pub fn write_image_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::assert_input_error;
     use ::tiff::encoder::colortype::{Gray32Float, Gray64Float, RGB8};
     use std::panic::catch_unwind;
 
@@ -1507,19 +1508,6 @@ mod tests {
                 (x >> 33) as u8
             })
             .collect()
-    }
-
-    fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
-        match r {
-            Err(Error::Input { path: p, msg }) => {
-                assert_eq!(p, path, "error names the file");
-                assert!(
-                    msg.contains(needle),
-                    "message {msg:?} should mention {needle:?}"
-                );
-            }
-            other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
-        }
     }
 
     // ----- basics -----

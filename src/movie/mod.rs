@@ -301,6 +301,7 @@ fn expect_page(reader: &TiffPageReader, present: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::assert_input_error;
     use crate::io::tiff::{TiffWriter, WriteOptions};
     use ::tiff::encoder::colortype::{Gray32Float, GrayI16};
     use ::tiff::encoder::TiffEncoder;
@@ -344,19 +345,6 @@ mod tests {
             "stays at the end"
         );
         (firsts, values)
-    }
-
-    fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
-        match r {
-            Err(Error::Input { path: p, msg }) => {
-                assert_eq!(p, path, "error names the file ({msg})");
-                assert!(
-                    msg.contains(needle),
-                    "message {msg:?} should mention {needle:?}"
-                );
-            }
-            other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
-        }
     }
 
     #[test]

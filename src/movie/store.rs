@@ -682,20 +682,8 @@ fn parse_header(path: &Path, h: &[u8; HEADER_LEN]) -> Result<(StoreDtype, u32, u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::assert_input_error;
     use std::time::Instant;
-
-    fn assert_input_error<T: std::fmt::Debug>(r: Result<T>, path: &Path, needle: &str) {
-        match r {
-            Err(Error::Input { path: p, msg }) => {
-                assert_eq!(p, path, "error names the file ({msg})");
-                assert!(
-                    msg.contains(needle),
-                    "message {msg:?} should mention {needle:?}"
-                );
-            }
-            other => panic!("expected an input error mentioning {needle:?}, got {other:?}"),
-        }
-    }
 
     fn assert_internal<T: std::fmt::Debug>(r: Result<T>, needle: &str) {
         match r {
