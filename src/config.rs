@@ -807,6 +807,255 @@ pub fn write_study(path: &Path, doc: &StudyDoc) -> Result<()> {
 pub struct Params {
     pub ingest: IngestParams,
     pub motion: MotionParams,
+    pub indicator: IndicatorParams,
+    pub detect: DetectParams,
+    pub extract: ExtractParams,
+}
+
+/// `[indicator]`: the calcium indicator's kinetics, used to bin the movie for
+/// detection and to deconvolve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndicatorParams {
+    /// Decay time constant of one spike's transient, s.
+    pub tau_decay_s: f64,
+    /// Rise time constant, s (used by AR(2) deconvolution only).
+    pub tau_rise_s: f64,
+}
+
+impl Default for IndicatorParams {
+    fn default() -> Self {
+        IndicatorParams {
+            tau_decay_s: 1.0,
+            tau_rise_s: 0.1,
+        }
+    }
+}
+
+impl IndicatorParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        positive("tau_decay_s", self.tau_decay_s)?;
+        positive("tau_rise_s", self.tau_rise_s)?;
+        if self.tau_rise_s >= self.tau_decay_s {
+            return Err(format!(
+                "tau_rise_s = {} must be shorter than tau_decay_s = {}",
+                self.tau_rise_s, self.tau_decay_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[detect]`: ROI detection (see src/detect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectParams {
+    /// Expected soma diameter, px; 0 estimates it from the data.
+    pub cell_diameter_px: f64,
+    /// Most binned frames kept in memory; longer sessions use wider bins.
+    pub max_binned_frames: usize,
+    /// Window of the temporal high-pass (running mean removed), binned frames.
+    pub highpass_bins: usize,
+    /// S.d. of the spatial high-pass that removes neuropil, in cell diameters.
+    pub neuropil_scale: f64,
+    /// Level (noise s.d.) above which binned activity counts towards a seed.
+    pub event_threshold_sd: f64,
+    /// Seeds must exceed the activity map's median by this many robust s.d.
+    pub seed_threshold: f64,
+    /// Pixels join a footprint when their trace correlates with the seed's this well.
+    pub footprint_corr: f64,
+    /// Upper bound on ROIs per session.
+    pub max_rois: usize,
+    /// Also find cells in the enhanced mean image (anatomy) that never fire.
+    pub anatomy: bool,
+    /// Anatomical candidates must exceed the blob map's median by this many robust s.d.
+    pub anatomy_threshold: f64,
+    /// `is_cell` needs at least this signal-to-noise ratio (active ROIs).
+    pub min_snr: f64,
+    /// `is_cell` needs at most this compactness (1 = a disc).
+    pub max_compactness: f64,
+    /// `is_cell` needs npix within these fractions of a disc of the cell diameter.
+    pub min_size_fraction: f64,
+    pub max_size_fraction: f64,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        DetectParams {
+            cell_diameter_px: 0.0,
+            max_binned_frames: 400,
+            highpass_bins: 30,
+            neuropil_scale: 2.0,
+            event_threshold_sd: 2.0,
+            seed_threshold: 8.0,
+            footprint_corr: 0.25,
+            max_rois: 3000,
+            anatomy: true,
+            anatomy_threshold: 6.0,
+            min_snr: 3.0,
+            max_compactness: 1.6,
+            min_size_fraction: 0.3,
+            max_size_fraction: 3.0,
+        }
+    }
+}
+
+impl DetectParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.cell_diameter_px == 0.0
+            || (self.cell_diameter_px >= 2.0 && self.cell_diameter_px <= 200.0))
+        {
+            return Err(format!(
+                "cell_diameter_px = {}; must be 0 (estimate) or in [2, 200]",
+                self.cell_diameter_px
+            ));
+        }
+        if self.max_binned_frames < 10 {
+            return Err("max_binned_frames must be at least 10".into());
+        }
+        if self.highpass_bins < 2 {
+            return Err("highpass_bins must be at least 2".into());
+        }
+        positive("neuropil_scale", self.neuropil_scale)?;
+        non_negative("event_threshold_sd", self.event_threshold_sd)?;
+        positive("seed_threshold", self.seed_threshold)?;
+        if !(self.footprint_corr > 0.0 && self.footprint_corr < 1.0) {
+            return Err(format!(
+                "footprint_corr = {}; must be in (0, 1)",
+                self.footprint_corr
+            ));
+        }
+        positive("anatomy_threshold", self.anatomy_threshold)?;
+        non_negative("min_snr", self.min_snr)?;
+        if !(self.max_compactness >= 1.0) {
+            return Err(format!(
+                "max_compactness = {}; must be at least 1",
+                self.max_compactness
+            ));
+        }
+        positive("min_size_fraction", self.min_size_fraction)?;
+        if !(self.max_size_fraction > self.min_size_fraction) {
+            return Err(format!(
+                "max_size_fraction = {}; must exceed min_size_fraction",
+                self.max_size_fraction
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Running baseline used for ΔF/F.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineMethod {
+    /// Gaussian smoothing, running minimum, running maximum (Suite2p).
+    Maximin,
+    /// A low running percentile.
+    Percentile,
+}
+
+/// `[extract]`: fluorescence, neuropil, ΔF/F and deconvolution (see src/extract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractParams {
+    /// α in F − α·Fneu; 0 switches neuropil correction off.
+    pub neuropil_coefficient: f64,
+    /// Gap between a cell and its neuropil annulus, px.
+    pub neuropil_gap_px: f64,
+    /// The annulus grows until it holds this many pixels.
+    pub neuropil_min_pixels: usize,
+    pub baseline: BaselineMethod,
+    /// Window of the running baseline, s.
+    pub baseline_window_s: f64,
+    /// Gaussian smoothing before maximin, s.
+    pub baseline_sigma_s: f64,
+    /// Percentile of the running-percentile baseline.
+    pub baseline_percentile: f64,
+    /// F0 is floored at this fraction of its median, so ΔF/F never divides by ~0.
+    pub dff_floor_fraction: f64,
+    /// Add deconvolved activity (OASIS) as the `spikes` column.
+    pub deconvolve: bool,
+    /// Order of the autoregressive calcium model: 1 or 2.
+    pub ar_order: usize,
+    /// Estimate the AR coefficients per cell instead of taking them from [indicator].
+    pub estimate_ar: bool,
+    /// Smallest deconvolved event, in noise s.d.
+    pub spike_min_sd: f64,
+    /// Frames read together.
+    pub batch_frames: usize,
+}
+
+impl Default for ExtractParams {
+    fn default() -> Self {
+        ExtractParams {
+            neuropil_coefficient: 0.7,
+            neuropil_gap_px: 2.0,
+            neuropil_min_pixels: 350,
+            baseline: BaselineMethod::Maximin,
+            baseline_window_s: 60.0,
+            baseline_sigma_s: 0.5,
+            baseline_percentile: 8.0,
+            dff_floor_fraction: 0.1,
+            deconvolve: true,
+            ar_order: 1,
+            estimate_ar: false,
+            spike_min_sd: 0.5,
+            batch_frames: 64,
+        }
+    }
+}
+
+impl ExtractParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.neuropil_coefficient >= 0.0 && self.neuropil_coefficient <= 2.0) {
+            return Err(format!(
+                "neuropil_coefficient = {}; must be in [0, 2]",
+                self.neuropil_coefficient
+            ));
+        }
+        non_negative("neuropil_gap_px", self.neuropil_gap_px)?;
+        if self.neuropil_min_pixels == 0 {
+            return Err("neuropil_min_pixels must be at least 1".into());
+        }
+        positive("baseline_window_s", self.baseline_window_s)?;
+        non_negative("baseline_sigma_s", self.baseline_sigma_s)?;
+        if !(self.baseline_percentile >= 0.0 && self.baseline_percentile <= 100.0) {
+            return Err(format!(
+                "baseline_percentile = {}; must be in [0, 100]",
+                self.baseline_percentile
+            ));
+        }
+        if !(self.dff_floor_fraction > 0.0 && self.dff_floor_fraction <= 1.0) {
+            return Err(format!(
+                "dff_floor_fraction = {}; must be in (0, 1]",
+                self.dff_floor_fraction
+            ));
+        }
+        if !(self.ar_order == 1 || self.ar_order == 2) {
+            return Err(format!("ar_order = {}; must be 1 or 2", self.ar_order));
+        }
+        non_negative("spike_min_sd", self.spike_min_sd)?;
+        if self.batch_frames == 0 {
+            return Err("batch_frames = 0; must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn positive(name: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} = {v}; must be a positive number"))
+    }
+}
+
+fn non_negative(name: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} = {v}; must be zero or positive"))
+    }
 }
 
 /// `[ingest]`: reading TIFF files into frames.
@@ -926,6 +1175,9 @@ impl Params {
     pub fn validate(&self) -> std::result::Result<(), String> {
         in_section("ingest", self.ingest.validate())?;
         in_section("motion", self.motion.validate())?;
+        in_section("indicator", self.indicator.validate())?;
+        in_section("detect", self.detect.validate())?;
+        in_section("extract", self.extract.validate())?;
         Ok(())
     }
 }

@@ -16,10 +16,17 @@
 //! Stages never print; they take typed inputs and a [`progress::Progress`] sink and
 //! return typed outputs. Only the binary (`src/main.rs`) knows the terminal.
 
+// `!(x > 0.0)` is the NaN-rejecting test used throughout numeric code: it is
+// true for NaN, which `x <= 0.0` is not.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod analysis;
 pub mod bench;
 pub mod config;
+pub mod detect;
 pub mod error;
+pub mod extract;
+pub mod imgproc;
 pub mod io;
 pub mod motion;
 pub mod movie;

@@ -63,6 +63,10 @@ enum Command {
         /// Stop after this stage.
         #[arg(long)]
         until: Option<String>,
+        /// Start at this stage ('detect' reuses the motion-corrected frames and
+        /// tables an earlier run left in --out).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Score a run against a simulated experiment's truth (this build: motion).
     Score {
@@ -301,11 +305,13 @@ fn run_cmd(
     out: &Path,
     params: Option<&Path>,
     until: Option<&str>,
+    from: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let params = load_params(params)?;
     let until = until.map(Stage::parse).transpose()?;
-    let s = pipeline::run(manifest, out, &params, until, progress)?;
+    let from = from.map(Stage::parse).transpose()?;
+    let s = pipeline::run(manifest, out, &params, until, from, progress)?;
     for sess in &s.sessions {
         println!(
             "{}: day {}, {} frames of {}x{} at {} Hz",
@@ -340,6 +346,31 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
         "wrote {}",
         run.join("score").join("motion.parquet").display()
     );
+    if let Some(cells) = &s.cells {
+        println!(
+            "ROIs (is_cell; centroid <= 4 px and IoU >= 0.2, one-to-one) and traces (Pearson r):"
+        );
+        println!("  session  true   est  match  precision  recall     F1  F1(all)  dff_r  spike_r");
+        for c in cells {
+            println!(
+                "  {:<7} {:>5} {:>5} {:>6} {:>10.3} {:>7.3} {:>6.3} {:>8.3} {:>6.3} {:>8.3}",
+                c.session,
+                c.n_true,
+                c.n_est,
+                c.n_matched,
+                c.precision,
+                c.recall,
+                c.f1,
+                c.f1_all,
+                c.trace_corr_median,
+                c.spike_corr_median
+            );
+        }
+        println!(
+            "wrote {}",
+            run.join("score").join("cells.parquet").display()
+        );
+    }
     Ok(())
 }
 
@@ -443,7 +474,7 @@ fn demo_cmd(out: &Path, seed: u64, overwrite: bool, progress: &dyn Progress) -> 
     let s = simulate::simulate(&cfg, seed, &exp_dir, overwrite, progress)?;
     print_simulation(&s, true);
     let run_dir = out.join("run");
-    run_cmd(&s.manifest, &run_dir, None, None, progress)?;
+    run_cmd(&s.manifest, &run_dir, None, None, None, progress)?;
     println!(
         "demo done: experiment in {}, run tables in {}",
         exp_dir.display(),
@@ -541,11 +572,13 @@ fn main() -> ExitCode {
             out,
             params,
             until,
+            from,
         } => run_cmd(
             manifest,
             out,
             params.as_deref(),
             until.as_deref(),
+            from.as_deref(),
             &progress,
         ),
         Command::Check { file } => check_cmd(file),

@@ -9,7 +9,15 @@ use cortexmap::progress::NoProgress;
 use cortexmap::simulate;
 
 fn run_motion(manifest: &std::path::Path, out: &std::path::Path, params: &Params) {
-    run(manifest, out, params, Some(Stage::Motion), &NoProgress).unwrap();
+    run(
+        manifest,
+        out,
+        params,
+        Some(Stage::Motion),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -108,7 +116,15 @@ fn short_sessions_are_refused_and_nothing_is_half_written() {
     let out = dir.path().join("run");
     let mut p = Params::default();
     p.motion.min_frames = 100_000;
-    let err = run(&s.manifest, &out, &p, Some(Stage::Motion), &NoProgress).unwrap_err();
+    let err = run(
+        &s.manifest,
+        &out,
+        &p,
+        Some(Stage::Motion),
+        None,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("min_frames"), "{err}");
     assert!(!out.join("motion.parquet").exists());
     // The CLI says the same with exit code 1.

@@ -281,6 +281,32 @@ impl Table {
             "a string column",
         )
     }
+
+    /// Column `name` as lists of u32.
+    pub fn lists_u32(&self, path: &Path, name: &str) -> Result<&[Vec<u32>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::ListU32(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "a list<uint32> column",
+        )
+    }
+
+    /// Column `name` as lists of f32.
+    pub fn lists_f32(&self, path: &Path, name: &str) -> Result<&[Vec<f32>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::ListF32(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "a list<float32> column",
+        )
+    }
 }
 
 fn writer_properties() -> WriterProperties {

@@ -158,7 +158,7 @@ impl Correlator {
 /// Weight of half-spectrum column `kx` in a real inverse transform.
 #[inline]
 fn column_weight(kx: usize, w: usize) -> f64 {
-    if kx == 0 || (w % 2 == 0 && kx == w / 2) {
+    if kx == 0 || (w.is_multiple_of(2) && kx == w / 2) {
         1.0
     } else {
         2.0

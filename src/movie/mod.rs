@@ -148,7 +148,7 @@ fn check_same_frames(first: &TiffInfo, tiff: &TiffInfo) -> Result<()> {
 /// with the interleave ScanImage's frame numbers show: reading interleaved pages as
 /// one channel would silently mix two signals.
 fn check_channels(spec: &MovieSpec, tiff: &TiffInfo) -> Result<()> {
-    if tiff.pages % spec.channels != 0 {
+    if !tiff.pages.is_multiple_of(spec.channels) {
         return Err(Error::input(
             &tiff.path,
             format!(

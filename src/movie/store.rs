@@ -319,7 +319,7 @@ impl FrameStoreWriter {
             )));
         }
         let frame_len = self.height * self.width;
-        if frames.len() % frame_len != 0 {
+        if !frames.len().is_multiple_of(frame_len) {
             return Err(Error::internal(format!(
                 "frame store {}: {} values are not a whole number of {}x{} frames",
                 self.dest.display(),

@@ -8,6 +8,8 @@
 //! estimated per-pixel displacement field against the true one (rigid + warp),
 //! again after removing one constant offset per session, sampled every 4 px.
 
+pub mod cells;
+
 use crate::error::{Error, Result};
 use crate::io::table::{read_table, write_table, Column, Table};
 use crate::motion::nonrigid::field_from_centres;
@@ -37,6 +39,8 @@ pub struct MotionScore {
 #[derive(Debug, Clone, Default)]
 pub struct Score {
     pub motion: Vec<MotionScore>,
+    /// ROI and trace accuracy, when the run has rois.parquet.
+    pub cells: Option<Vec<cells::CellScore>>,
 }
 
 /// The truth folder: `dir/truth` when it exists, else `dir` itself.
@@ -275,7 +279,37 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
     let out = run.join("score");
     std::fs::create_dir_all(&out).map_err(|e| Error::output(&out, e))?;
     write_table(out.join("motion.parquet"), &motion_table(&motion))?;
-    Ok(Score { motion })
+    let offsets = motion
+        .iter()
+        .map(|m| (m.session.clone(), (m.offset_x, m.offset_y)))
+        .collect();
+    let cells = cells::score_cells(&truth, run, w, &offsets)?;
+    if let Some(c) = &cells {
+        write_table(out.join("cells.parquet"), &cells_table(c))?;
+    }
+    Ok(Score { motion, cells })
+}
+
+fn cells_table(c: &[cells::CellScore]) -> Table {
+    let f = |g: &dyn Fn(&cells::CellScore) -> f64| Column::F64(c.iter().map(g).collect());
+    let u = |g: &dyn Fn(&cells::CellScore) -> usize| {
+        Column::U32(c.iter().map(|s| g(s) as u32).collect())
+    };
+    Table::new()
+        .with(
+            "session",
+            Column::Str(c.iter().map(|s| s.session.clone()).collect()),
+        )
+        .with("n_true", u(&|s| s.n_true))
+        .with("n_est", u(&|s| s.n_est))
+        .with("n_matched", u(&|s| s.n_matched))
+        .with("precision", f(&|s| s.precision))
+        .with("recall", f(&|s| s.recall))
+        .with("f1", f(&|s| s.f1))
+        .with("f1_all_rois", f(&|s| s.f1_all))
+        .with("dff_corr_median", f(&|s| s.trace_corr_median))
+        .with("dff_corr_mean", f(&|s| s.trace_corr_mean))
+        .with("spike_corr_median", f(&|s| s.spike_corr_median))
 }
 
 fn motion_table(m: &[MotionScore]) -> Table {

@@ -14,6 +14,8 @@
 //!
 //! Later stages (detect, extract, track, analyze) attach here.
 
+mod cells;
+
 use crate::config::{load_experiment, Experiment, Params, Session};
 use crate::error::{Error, Result};
 use crate::io::table::{write_table, Column, Table, TableWriter};
@@ -29,17 +31,22 @@ use std::path::{Path, PathBuf};
 pub enum Stage {
     Ingest,
     Motion,
+    Detect,
+    Extract,
 }
 
 impl Stage {
     /// All stages this build implements, in order.
-    pub const ALL: &'static [Stage] = &[Stage::Ingest, Stage::Motion];
+    pub const ALL: &'static [Stage] =
+        &[Stage::Ingest, Stage::Motion, Stage::Detect, Stage::Extract];
 
     /// The stage's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
             Stage::Motion => "motion",
+            Stage::Detect => "detect",
+            Stage::Extract => "extract",
         }
     }
 
@@ -80,6 +87,8 @@ pub struct RunSummary {
     pub out: PathBuf,
     pub sessions: Vec<SessionSummary>,
     pub motion: Vec<(String, crate::motion::MotionQc)>,
+    /// Per session: (ROIs, of which `is_cell`, cell diameter used).
+    pub detection: Vec<(String, usize, usize, f64)>,
     pub tables: Vec<PathBuf>,
 }
 
@@ -222,13 +231,28 @@ pub fn run(
     out: &Path,
     params: &Params,
     until: Option<Stage>,
+    from: Option<Stage>,
     progress: &dyn Progress,
 ) -> Result<RunSummary> {
     params.validate().map_err(Error::usage)?;
+    let from = from.unwrap_or(Stage::Ingest);
+    if !(from == Stage::Ingest || from == Stage::Detect) {
+        return Err(Error::usage(format!(
+            "--from {}: a run can restart from 'ingest' or 'detect'",
+            from.name()
+        )));
+    }
     let exp = load_experiment(manifest)?;
     let infos = validate(&exp)?;
     let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
-    if until >= Stage::Motion {
+    if until < from {
+        return Err(Error::usage(format!(
+            "--until {} comes before --from {}",
+            until.name(),
+            from.name()
+        )));
+    }
+    if until >= Stage::Motion && from < Stage::Detect {
         for (s, (info, _)) in exp.sessions.iter().zip(&infos) {
             crate::motion::check_registrable(
                 &s.id,
@@ -242,39 +266,133 @@ pub fn run(
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
-    create_dir(&out.join("frames"))?;
-    let total: usize = infos.iter().map(|(i, _)| i.n_frames).sum();
-    progress.start("ingest", total as u64);
-    let mut sessions = Vec::with_capacity(exp.sessions.len());
-    for (s, (info, fs)) in exp.sessions.iter().zip(&infos) {
-        let mean = ingest_session(s, info, &layout.raw_store(&s.id), params, progress)?;
-        sessions.push(SessionSummary {
-            id: s.id.clone(),
-            day: s.day,
-            n_frames: info.n_frames,
-            height: info.height,
-            width: info.width,
-            fs: *fs,
-            mean_intensity: mean,
-        });
-    }
-    progress.finish();
-    let mut tables = vec![layout.table("sessions")];
-    write_table(&tables[0], &sessions_table(&sessions))?;
+    let mut tables = Vec::new();
     let mut motion = Vec::new();
-    if until >= Stage::Motion {
-        motion = run_motion(&exp, &layout, params, progress)?;
-        tables.extend(["motion", "motion_qc"].map(|t| layout.table(t)));
-        if params.motion.nonrigid {
-            tables.push(layout.table("motion_blocks"));
+    let (sessions, boxes) = if from >= Stage::Detect {
+        resume_before_detect(&exp, &layout)?
+    } else {
+        create_dir(&out.join("frames"))?;
+        let total: usize = infos.iter().map(|(i, _)| i.n_frames).sum();
+        progress.start("ingest", total as u64);
+        let mut sessions = Vec::with_capacity(exp.sessions.len());
+        for (s, (info, fs)) in exp.sessions.iter().zip(&infos) {
+            let mean = ingest_session(s, info, &layout.raw_store(&s.id), params, progress)?;
+            sessions.push(SessionSummary {
+                id: s.id.clone(),
+                day: s.day,
+                n_frames: info.n_frames,
+                height: info.height,
+                width: info.width,
+                fs: *fs,
+                mean_intensity: mean,
+            });
         }
+        progress.finish();
+        tables.push(layout.table("sessions"));
+        write_table(&tables[0], &sessions_table(&sessions))?;
+        if until >= Stage::Motion {
+            motion = run_motion(&exp, &layout, params, progress)?;
+            tables.extend(["motion", "motion_qc"].map(|t| layout.table(t)));
+            if params.motion.nonrigid {
+                tables.push(layout.table("motion_blocks"));
+            }
+        }
+        let boxes = cells::boxes_of(&motion);
+        (sessions, boxes)
+    };
+    let mut detection = Vec::new();
+    if until >= Stage::Detect {
+        let found = cells::run_detect(&sessions, &boxes, &layout, params, progress)?;
+        tables.extend(["rois", "detection"].map(|t| layout.table(t)));
+        if until >= Stage::Extract {
+            cells::run_extract(&sessions, &boxes, &found, &layout, params, progress)?;
+            tables.push(layout.table("traces"));
+        }
+        detection = found
+            .iter()
+            .map(|(id, d)| {
+                (
+                    id.clone(),
+                    d.rois.len(),
+                    d.rois.iter().filter(|r| r.is_cell).count(),
+                    d.diameter,
+                )
+            })
+            .collect();
     }
     Ok(RunSummary {
         out: out.to_path_buf(),
         sessions,
         motion,
+        detection,
         tables,
     })
+}
+
+/// The sessions, and each session's valid box `[x0, x1, y0, y1]`.
+type Resumed = (Vec<SessionSummary>, Vec<(String, [usize; 4])>);
+
+/// What the stages before `detect` left in the run folder: the sessions and the
+/// valid boxes, with every session's corrected frame store present.
+fn resume_before_detect(exp: &Experiment, layout: &RunLayout) -> Result<Resumed> {
+    let need = |name: &str| -> Result<(PathBuf, Table)> {
+        let p = layout.table(name);
+        if !p.exists() {
+            return Err(Error::input(
+                &layout.root,
+                format!("--from detect needs {name}.parquet from an earlier run; it is missing"),
+            ));
+        }
+        let t = crate::io::table::read_table(&p)?;
+        Ok((p, t))
+    };
+    let (sp, st) = need("sessions")?;
+    let (qp, qt) = need("motion_qc")?;
+    let ids = st.strs(&sp, "session")?;
+    let mut sessions = Vec::new();
+    let mut boxes = Vec::new();
+    for s in &exp.sessions {
+        let i = ids.iter().position(|x| x == &s.id).ok_or_else(|| {
+            Error::input(
+                &sp,
+                format!("session '{}' of the manifest is not in this run", s.id),
+            )
+        })?;
+        sessions.push(SessionSummary {
+            id: s.id.clone(),
+            day: s.day,
+            n_frames: st.u32s(&sp, "n_frames")?[i] as usize,
+            height: st.u32s(&sp, "height")?[i] as usize,
+            width: st.u32s(&sp, "width")?[i] as usize,
+            fs: st.f64s(&sp, "fs")?[i],
+            mean_intensity: st.f64s(&sp, "mean_intensity")?[i],
+        });
+        let qids = qt.strs(&qp, "session")?;
+        let j = qids.iter().position(|x| x == &s.id).ok_or_else(|| {
+            Error::input(
+                &qp,
+                format!("session '{}' has no motion QC in this run", s.id),
+            )
+        })?;
+        let v = |c: &str| -> Result<usize> { Ok(qt.u32s(&qp, c)?[j] as usize) };
+        boxes.push((
+            s.id.clone(),
+            [
+                v("valid_x0")?,
+                v("valid_x1")?,
+                v("valid_y0")?,
+                v("valid_y1")?,
+            ],
+        ));
+        let store = layout.store(&s.id);
+        if !store.exists() {
+            return Err(Error::input(
+                &store,
+                "the corrected frame store is missing; rerun from ingest",
+            ));
+        }
+    }
+    Ok((sessions, boxes))
 }
 
 /// The motion stage over every session.

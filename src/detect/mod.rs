@@ -1,0 +1,287 @@
+//! Stage `detect`: ROIs of one session from its motion-corrected frames.
+//!
+//! In: the corrected frame store, the frame rate, the registration's valid box, the
+//! `[detect]` and `[indicator]` parameters. Out: ROIs (pixels, weights, centroid,
+//! quality, `is_cell`, whether found by activity or by anatomy) and the summary
+//! images (mean, max of the binned movie, local correlation, enhanced mean).
+//!
+//! Method: the movie is binned in time over about one indicator decay time
+//! ([`binned`]), high-passed in time and space (neuropil and background vary on
+//! scales far above a cell), then searched greedily as Suite2p's sparse detection
+//! does, each cell's pixels factorised rank-1 with faer's SVD and subtracted before
+//! the next seed ([`greedy`]). Cells that never fire are then added from the
+//! enhanced mean image when they stand out as blobs of the cell's size and do not
+//! overlap an active ROI ([`anatomy`]); they are flagged `source = anatomy`. The
+//! cell diameter is a parameter or estimated from the mean image's blob scale.
+//!
+//! ROIs are confined to the registration's valid box; a cell cut by it keeps the
+//! pixels inside and stays an ROI when enough of it is inside (`min_size_fraction`
+//! of a disc of the cell's diameter), so edge cells do not vanish.
+
+pub mod anatomy;
+pub mod binned;
+pub mod greedy;
+pub mod quality;
+
+use crate::config::{DetectParams, IndicatorParams};
+use crate::error::Result;
+use crate::imgproc::Rect;
+use crate::movie::store::FrameStore;
+use crate::progress::Progress;
+use quality::Quality;
+
+/// How an ROI was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Seeded by its activity.
+    Activity,
+    /// Seen in the enhanced mean image only.
+    Anatomy,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Activity => "activity",
+            Source::Anatomy => "anatomy",
+        }
+    }
+}
+
+/// One ROI in the session's corrected coordinates.
+#[derive(Debug, Clone)]
+pub struct Roi {
+    /// Linear indices `y * width + x`, ascending.
+    pub pixels: Vec<u32>,
+    /// Footprint weight of each pixel, maximum 1.
+    pub weights: Vec<f32>,
+    pub centroid_x: f64,
+    pub centroid_y: f64,
+    pub source: Source,
+    pub quality: Quality,
+    pub is_cell: bool,
+}
+
+/// Summary images of a session, row-major.
+#[derive(Debug, Clone)]
+pub struct SummaryImages {
+    pub mean: Vec<f32>,
+    pub max: Vec<f32>,
+    pub correlation: Vec<f32>,
+    pub enhanced: Vec<f32>,
+}
+
+/// Everything detection found in one session.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    pub rois: Vec<Roi>,
+    pub images: SummaryImages,
+    pub width: usize,
+    pub height: usize,
+    /// The cell diameter used, px (given or estimated).
+    pub diameter: f64,
+    pub diameter_estimated: bool,
+    pub bin_frames: usize,
+    pub n_bins: usize,
+}
+
+impl Detection {
+    /// No ROIs, no images: the schema template for empty tables.
+    pub fn empty() -> Self {
+        Detection {
+            rois: vec![],
+            images: SummaryImages {
+                mean: vec![],
+                max: vec![],
+                correlation: vec![],
+                enhanced: vec![],
+            },
+            width: 0,
+            height: 0,
+            diameter: 0.0,
+            diameter_estimated: false,
+            bin_frames: 0,
+            n_bins: 0,
+        }
+    }
+}
+
+/// The session facts detection needs.
+pub struct DetectInput<'a> {
+    pub session: &'a str,
+    pub fs: f64,
+    /// Pixels valid in every corrected frame: `[x0, x1) × [y0, y1)`.
+    pub valid: [usize; 4],
+}
+
+/// The valid box as a rectangle; the whole frame when the box is empty.
+fn valid_rect(valid: [usize; 4], width: usize, height: usize) -> Rect {
+    let [x0, x1, y0, y1] = valid;
+    let (x1, y1) = (x1.min(width), y1.min(height));
+    if x1 > x0 && y1 > y0 {
+        Rect { x0, x1, y0, y1 }
+    } else {
+        Rect {
+            x0: 0,
+            x1: width,
+            y0: 0,
+            y1: height,
+        }
+    }
+}
+
+/// Detect the ROIs of one session.
+pub fn detect_session(
+    store: &FrameStore,
+    input: &DetectInput,
+    params: &DetectParams,
+    indicator: &IndicatorParams,
+    progress: &dyn Progress,
+) -> Result<Detection> {
+    let (w, h) = (store.width(), store.height());
+    let valid = valid_rect(input.valid, w, h);
+    let bin = binned::bin_width(
+        store.n_frames(),
+        input.fs,
+        indicator.tau_decay_s,
+        params.max_binned_frames,
+    );
+    progress.start(
+        &format!("detect {}", input.session),
+        store.n_frames() as u64,
+    );
+    let (mut movie, mean) = binned::read_binned(store, bin, progress)?;
+    progress.finish();
+    let max = binned::max_image(&movie);
+    let (diameter, estimated) = if params.cell_diameter_px > 0.0 {
+        (params.cell_diameter_px, false)
+    } else {
+        (anatomy::estimate_diameter(&mean, w, h, valid), true)
+    };
+    binned::highpass_time(&mut movie, params.highpass_bins);
+    binned::highpass_space(&mut movie, params.neuropil_scale * diameter);
+    let correlation = binned::correlation_image(&movie);
+    let enhanced = binned::enhanced_mean(&mean, w, h, diameter);
+    let n_bins = movie.n_bins;
+    let opts = greedy::GreedyOptions {
+        diameter,
+        event_threshold_sd: params.event_threshold_sd,
+        seed_threshold: params.seed_threshold,
+        footprint_corr: params.footprint_corr,
+        max_rois: params.max_rois,
+        valid,
+    };
+    let active = greedy::detect_active(&mut movie, &opts, |_| {});
+    drop(movie);
+    let mut rois: Vec<Roi> = active
+        .into_iter()
+        .map(|a| {
+            let q = Quality {
+                npix: a.pixels.len(),
+                compactness: quality::compactness(&a.pixels, w),
+                snr: quality::trace_snr(&a.trace, a.noise),
+                skewness: quality::skewness(&a.trace),
+            };
+            make_roi(a.pixels, a.weights, Source::Activity, q, w)
+        })
+        .collect();
+    if params.anatomy && rois.len() < params.max_rois {
+        let occupied = occupied_mask(&rois, w, h, diameter);
+        let found = anatomy::find_candidates(
+            &enhanced,
+            w,
+            h,
+            diameter,
+            params.anatomy_threshold,
+            valid,
+            &occupied,
+        );
+        for c in found.into_iter().take(params.max_rois - rois.len()) {
+            let q = Quality {
+                npix: c.pixels.len(),
+                compactness: quality::compactness(&c.pixels, w),
+                snr: 0.0,
+                skewness: 0.0,
+            };
+            rois.push(make_roi(c.pixels, c.weights, Source::Anatomy, q, w));
+        }
+    }
+    for r in &mut rois {
+        r.is_cell = is_cell(r, diameter, params);
+    }
+    Ok(Detection {
+        rois,
+        images: SummaryImages {
+            mean,
+            max,
+            correlation,
+            enhanced,
+        },
+        width: w,
+        height: h,
+        diameter,
+        diameter_estimated: estimated,
+        bin_frames: bin,
+        n_bins,
+    })
+}
+
+fn make_roi(
+    pixels: Vec<u32>,
+    weights: Vec<f32>,
+    source: Source,
+    quality: Quality,
+    width: usize,
+) -> Roi {
+    let px: Vec<usize> = pixels.iter().map(|&p| p as usize).collect();
+    let (cx, cy) = greedy::centroid(&px, &weights, width);
+    Roi {
+        pixels,
+        weights,
+        centroid_x: cx,
+        centroid_y: cy,
+        source,
+        quality,
+        is_cell: false,
+    }
+}
+
+/// Pixels an anatomical candidate may not claim: every active ROI's pixels and a
+/// disc of half a diameter around each active centroid.
+fn occupied_mask(rois: &[Roi], width: usize, height: usize, diameter: f64) -> Vec<bool> {
+    let mut m = vec![false; width * height];
+    let r = diameter / 2.0;
+    for roi in rois {
+        for &p in &roi.pixels {
+            m[p as usize] = true;
+        }
+        let ri = r.ceil() as isize;
+        for dy in -ri..=ri {
+            for dx in -ri..=ri {
+                let (x, y) = (
+                    roi.centroid_x.round() as isize + dx,
+                    roi.centroid_y.round() as isize + dy,
+                );
+                if x >= 0
+                    && y >= 0
+                    && (x as usize) < width
+                    && (y as usize) < height
+                    && ((dx * dx + dy * dy) as f64) <= r * r
+                {
+                    m[y as usize * width + x as usize] = true;
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The `is_cell` rule: a plausible size and shape, and for active ROIs enough signal.
+pub fn is_cell(roi: &Roi, diameter: f64, p: &DetectParams) -> bool {
+    let disc = std::f64::consts::PI * diameter * diameter / 4.0;
+    let n = roi.quality.npix as f64;
+    let size_ok = n >= p.min_size_fraction * disc && n <= p.max_size_fraction * disc;
+    let shape_ok = (roi.quality.compactness as f64) <= p.max_compactness;
+    let signal_ok = roi.source == Source::Anatomy || roi.quality.snr as f64 >= p.min_snr;
+    size_ok && shape_ok && signal_ok
+}

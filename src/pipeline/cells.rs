@@ -1,0 +1,253 @@
+//! The per-session cell stages of a run: `detect` (ROIs and summary images) and
+//! `extract` (traces), with their tables.
+
+use super::{RunLayout, SessionSummary};
+use crate::config::Params;
+use crate::detect::{detect_session, DetectInput, Detection};
+use crate::error::{Error, Result};
+use crate::extract::{extract_session, RoiInput, SessionTraces};
+use crate::imgproc::Rect;
+use crate::io::table::{write_table, Column, Table, TableWriter};
+use crate::io::tiff::write_image_f32;
+use crate::motion::MotionQc;
+use crate::movie::store::FrameStore;
+use crate::progress::Progress;
+
+/// Each session's valid box `[x0, x1, y0, y1]` from the motion stage.
+pub type ValidBoxes = [(String, [usize; 4])];
+
+fn valid_box(motion: &ValidBoxes, session: &str, w: usize, h: usize) -> [usize; 4] {
+    motion
+        .iter()
+        .find(|(id, _)| id == session)
+        .map(|(_, v)| *v)
+        .unwrap_or([0, w, 0, h])
+}
+
+/// The valid boxes of the motion stage's QC.
+pub fn boxes_of(motion: &[(String, MotionQc)]) -> Vec<(String, [usize; 4])> {
+    motion.iter().map(|(id, q)| (id.clone(), q.valid)).collect()
+}
+
+/// Detect ROIs in every session; writes rois.parquet, detection.parquet and the
+/// summary images.
+pub fn run_detect(
+    sessions: &[SessionSummary],
+    motion: &ValidBoxes,
+    layout: &RunLayout,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Detection)>> {
+    let mut rois = TableWriter::create(layout.table("rois"))?;
+    let mut out = Vec::new();
+    for s in sessions {
+        let store = FrameStore::open(layout.store(&s.id))?;
+        let input = DetectInput {
+            session: &s.id,
+            fs: s.fs,
+            valid: valid_box(motion, &s.id, s.width, s.height),
+        };
+        let d = detect_session(&store, &input, &params.detect, &params.indicator, progress)?;
+        tracing::info!(
+            "session {}: {} ROIs ({} is_cell, {} from anatomy), cell diameter {:.1} px{}",
+            s.id,
+            d.rois.len(),
+            d.rois.iter().filter(|r| r.is_cell).count(),
+            d.rois
+                .iter()
+                .filter(|r| r.source == crate::detect::Source::Anatomy)
+                .count(),
+            d.diameter,
+            if d.diameter_estimated {
+                " (estimated)"
+            } else {
+                ""
+            }
+        );
+        if d.rois.is_empty() {
+            tracing::warn!("session {}: no ROIs found", s.id);
+        }
+        rois.write(&roi_rows(&s.id, &d))?;
+        for (what, img) in [
+            ("max", &d.images.max),
+            ("correlation", &d.images.correlation),
+            ("enhanced", &d.images.enhanced),
+        ] {
+            write_image_f32(
+                &layout.image(&s.id, what),
+                d.width,
+                d.height,
+                img,
+                &format!("cortexmap {what} image of session {}", s.id),
+            )?;
+        }
+        out.push((s.id.clone(), d));
+    }
+    rois.finish(&roi_rows("", &Detection::empty()))?;
+    write_table(layout.table("detection"), &detection_table(&out))?;
+    Ok(out)
+}
+
+/// Extract traces of every session's ROIs; writes traces.parquet.
+pub fn run_extract(
+    sessions: &[SessionSummary],
+    motion: &ValidBoxes,
+    found: &[(String, Detection)],
+    layout: &RunLayout,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut traces = TableWriter::create(layout.table("traces"))?;
+    for s in sessions {
+        let d = found
+            .iter()
+            .find(|(id, _)| id == &s.id)
+            .map(|(_, d)| d)
+            .ok_or_else(|| Error::internal(format!("no detection for session {}", s.id)))?;
+        let store = FrameStore::open(layout.store(&s.id))?;
+        let [x0, x1, y0, y1] = valid_box(motion, &s.id, s.width, s.height);
+        let valid = if x1 > x0 && y1 > y0 {
+            Rect { x0, x1, y0, y1 }
+        } else {
+            Rect {
+                x0: 0,
+                x1: s.width,
+                y0: 0,
+                y1: s.height,
+            }
+        };
+        let inputs: Vec<RoiInput> = d
+            .rois
+            .iter()
+            .map(|r| RoiInput {
+                pixels: &r.pixels,
+                weights: &r.weights,
+                centroid: (r.centroid_x, r.centroid_y),
+            })
+            .collect();
+        let t = extract_session(
+            &s.id,
+            &store,
+            &inputs,
+            s.fs,
+            valid,
+            &params.extract,
+            &params.indicator,
+            progress,
+        )?;
+        for k in 0..t.f.len() {
+            traces.write(&trace_rows(&s.id, k, &t))?;
+        }
+    }
+    traces.finish(&trace_rows("", 0, &SessionTraces::default()))?;
+    Ok(())
+}
+
+fn roi_rows(session: &str, d: &Detection) -> Table {
+    let r = &d.rois;
+    Table::new()
+        .with("session", Column::Str(vec![session.to_string(); r.len()]))
+        .with("roi", Column::U32((0..r.len() as u32).collect()))
+        .with(
+            "centroid_x",
+            Column::F32(r.iter().map(|x| x.centroid_x as f32).collect()),
+        )
+        .with(
+            "centroid_y",
+            Column::F32(r.iter().map(|x| x.centroid_y as f32).collect()),
+        )
+        .with(
+            "npix",
+            Column::U32(r.iter().map(|x| x.pixels.len() as u32).collect()),
+        )
+        .with(
+            "pixels",
+            Column::ListU32(r.iter().map(|x| x.pixels.clone()).collect()),
+        )
+        .with(
+            "weights",
+            Column::ListF32(r.iter().map(|x| x.weights.clone()).collect()),
+        )
+        .with(
+            "is_cell",
+            Column::Bool(r.iter().map(|x| x.is_cell).collect()),
+        )
+        .with(
+            "source",
+            Column::Str(r.iter().map(|x| x.source.as_str().to_string()).collect()),
+        )
+        .with(
+            "snr",
+            Column::F32(r.iter().map(|x| x.quality.snr).collect()),
+        )
+        .with(
+            "skewness",
+            Column::F32(r.iter().map(|x| x.quality.skewness).collect()),
+        )
+        .with(
+            "compactness",
+            Column::F32(r.iter().map(|x| x.quality.compactness).collect()),
+        )
+}
+
+fn detection_table(found: &[(String, Detection)]) -> Table {
+    let count = |d: &Detection, f: &dyn Fn(&crate::detect::Roi) -> bool| {
+        d.rois.iter().filter(|r| f(r)).count() as u32
+    };
+    Table::new()
+        .with(
+            "session",
+            Column::Str(found.iter().map(|x| x.0.clone()).collect()),
+        )
+        .with(
+            "diameter_px",
+            Column::F32(found.iter().map(|x| x.1.diameter as f32).collect()),
+        )
+        .with(
+            "diameter_estimated",
+            Column::Bool(found.iter().map(|x| x.1.diameter_estimated).collect()),
+        )
+        .with(
+            "bin_frames",
+            Column::U32(found.iter().map(|x| x.1.bin_frames as u32).collect()),
+        )
+        .with(
+            "n_bins",
+            Column::U32(found.iter().map(|x| x.1.n_bins as u32).collect()),
+        )
+        .with(
+            "n_rois",
+            Column::U32(found.iter().map(|x| x.1.rois.len() as u32).collect()),
+        )
+        .with(
+            "n_cells",
+            Column::U32(found.iter().map(|x| count(&x.1, &|r| r.is_cell)).collect()),
+        )
+        .with(
+            "n_anatomy",
+            Column::U32(
+                found
+                    .iter()
+                    .map(|x| count(&x.1, &|r| r.source == crate::detect::Source::Anatomy))
+                    .collect(),
+            ),
+        )
+}
+
+fn trace_rows(session: &str, roi: usize, t: &SessionTraces) -> Table {
+    let n = t.f.get(roi).map_or(0, |f| f.len());
+    let col = |v: &[Vec<f32>]| Column::F32(v.get(roi).cloned().unwrap_or_default());
+    let spikes = if t.spikes.is_empty() {
+        Column::F32(vec![f32::NAN; n])
+    } else {
+        col(&t.spikes)
+    };
+    Table::new()
+        .with("session", Column::Str(vec![session.to_string(); n]))
+        .with("roi", Column::U32(vec![roi as u32; n]))
+        .with("frame", Column::U32((0..n as u32).collect()))
+        .with("f", col(&t.f))
+        .with("fneu", col(&t.fneu))
+        .with("dff", col(&t.dff))
+        .with("spikes", spikes)
+}
