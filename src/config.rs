@@ -891,10 +891,10 @@ impl Default for DetectParams {
             footprint_corr: 0.25,
             max_rois: 3000,
             anatomy: true,
-            anatomy_threshold: 6.0,
+            anatomy_threshold: 2.0,
             min_snr: 3.0,
             max_compactness: 1.6,
-            min_size_fraction: 0.3,
+            min_size_fraction: 0.15,
             max_size_fraction: 3.0,
         }
     }

@@ -350,10 +350,10 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
         println!(
             "ROIs (is_cell; centroid <= 4 px and IoU >= 0.2, one-to-one) and traces (Pearson r):"
         );
-        println!("  session  true   est  match  precision  recall     F1  F1(all)  dff_r  spike_r");
+        println!("  session  true   est  match  precision  recall     F1  F1(all)  dff_r  denoised_r  spike_r");
         for c in cells {
             println!(
-                "  {:<7} {:>5} {:>5} {:>6} {:>10.3} {:>7.3} {:>6.3} {:>8.3} {:>6.3} {:>8.3}",
+                "  {:<7} {:>5} {:>5} {:>6} {:>10.3} {:>7.3} {:>6.3} {:>8.3} {:>6.3} {:>11.3} {:>8.3}",
                 c.session,
                 c.n_true,
                 c.n_est,
@@ -363,6 +363,7 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
                 c.f1,
                 c.f1_all,
                 c.trace_corr_median,
+                c.denoised_corr_median,
                 c.spike_corr_median
             );
         }

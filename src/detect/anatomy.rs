@@ -67,7 +67,9 @@ pub struct Candidate {
 
 /// Local maxima of the enhanced mean's blob map that exceed the threshold and are
 /// not on `occupied` pixels (already part of an ROI), with a disc-limited footprint
-/// of the pixels brighter than a third of the peak's contrast, connected to it.
+/// of the pixels where the blob map exceeds a third of its peak, connected to it.
+/// The blob map, not the image, shapes the footprint: a cell's dim nucleus would
+/// otherwise cut a hole in it, or start the growth from a dark pixel.
 pub fn find_candidates(
     enhanced: &[f32],
     width: usize,
@@ -84,7 +86,6 @@ pub fn find_candidates(
     let mad = quantile(vals.iter().map(|v| (v - median).abs()).collect(), 0.5);
     let sd = (1.4826 * mad).max(1e-6);
     let level = median + threshold as f32 * sd;
-    let smooth = gaussian_blur(enhanced, width, height, 1.0);
     let r_peak = (diameter / 2.0).max(1.0);
     let mut peaks: Vec<(usize, f32)> = Vec::new();
     for y in valid.y0..valid.y1 {
@@ -103,7 +104,7 @@ pub fn find_candidates(
             continue;
         }
         let (x, y) = (p % width, p / width);
-        let (pixels, weights) = grow_bright(&smooth, width, (x, y), 0.6 * diameter, valid, &taken);
+        let (pixels, weights) = grow_bright(&blob, width, (x, y), 0.6 * diameter, valid, &taken);
         if pixels.is_empty() {
             continue;
         }
@@ -146,8 +147,8 @@ fn is_local_max(img: &[f32], width: usize, height: usize, x: usize, y: usize, r:
     true
 }
 
-/// Pixels within `radius` of the peak, connected to it, brighter than a third of
-/// its contrast and free; weights are contrasts over the peak's.
+/// Pixels within `radius` of the peak, connected to it, above a third of its value
+/// and free; weights are values over the peak's.
 fn grow_bright(
     img: &[f32],
     width: usize,

@@ -152,15 +152,28 @@ pub fn detect_session(
     );
     let (mut movie, mean) = binned::read_binned(store, bin, progress)?;
     progress.finish();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |what: &str| {
+        tracing::debug!(
+            "detect {}: {what} {:.2} s",
+            input.session,
+            clock.elapsed().as_secs_f64()
+        );
+        clock = std::time::Instant::now();
+    };
     let max = binned::max_image(&movie);
     let (diameter, estimated) = if params.cell_diameter_px > 0.0 {
         (params.cell_diameter_px, false)
     } else {
         (anatomy::estimate_diameter(&mean, w, h, valid), true)
     };
+    lap("diameter");
     binned::highpass_time(&mut movie, params.highpass_bins);
+    lap("temporal high-pass");
     binned::highpass_space(&mut movie, params.neuropil_scale * diameter);
+    lap("spatial high-pass");
     let correlation = binned::correlation_image(&movie);
+    lap("correlation image");
     let enhanced = binned::enhanced_mean(&mean, w, h, diameter);
     let n_bins = movie.n_bins;
     let opts = greedy::GreedyOptions {
@@ -172,6 +185,7 @@ pub fn detect_session(
         valid,
     };
     let active = greedy::detect_active(&mut movie, &opts, |_| {});
+    lap("active search");
     drop(movie);
     let mut rois: Vec<Roi> = active
         .into_iter()
@@ -206,6 +220,7 @@ pub fn detect_session(
             rois.push(make_roi(c.pixels, c.weights, Source::Anatomy, q, w));
         }
     }
+    lap("anatomy");
     for r in &mut rois {
         r.is_cell = is_cell(r, diameter, params);
     }

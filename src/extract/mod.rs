@@ -37,6 +37,9 @@ pub struct SessionTraces {
     pub dff: Vec<Vec<f32>>,
     /// Deconvolved activity (ΔF/F units); empty when deconvolution is off.
     pub spikes: Vec<Vec<f32>>,
+    /// The deconvolution's calcium fit: a denoised ΔF/F (baseline-subtracted);
+    /// empty when deconvolution is off.
+    pub dff_denoised: Vec<Vec<f32>>,
     /// Pixels in each ROI's neuropil annulus.
     pub neuropil_pixels: Vec<usize>,
 }
@@ -173,15 +176,19 @@ pub fn extract_session(
         start += m;
     }
     progress.finish();
-    let (dff, spikes) = dff_and_spikes(&f, &fneu, fs, params, indicator);
+    let (dff, spikes, dff_denoised) = dff_and_spikes(&f, &fneu, fs, params, indicator);
     Ok(SessionTraces {
         f,
         fneu,
         dff,
         spikes,
+        dff_denoised,
         neuropil_pixels: rings.iter().map(|r| r.pixels.len()).collect(),
     })
 }
+
+/// Traces per ROI: ΔF/F, deconvolved activity, denoised ΔF/F.
+type Derived = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 /// ΔF/F of F − α·Fneu against the running baseline, and OASIS on ΔF/F.
 fn dff_and_spikes(
@@ -190,7 +197,7 @@ fn dff_and_spikes(
     fs: f64,
     params: &ExtractParams,
     indicator: &IndicatorParams,
-) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+) -> Derived {
     let alpha = params.neuropil_coefficient as f32;
     let window = ((params.baseline_window_s * fs).round() as usize).max(3);
     let g: Vec<f32> = if params.estimate_ar {
@@ -205,7 +212,7 @@ fn dff_and_spikes(
     } else {
         vec![oasis::ar1_from_tau(indicator.tau_decay_s as f32, fs as f32)]
     };
-    let per_roi: Vec<(Vec<f32>, Vec<f32>)> = f
+    let per_roi: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = f
         .par_iter()
         .zip(fneu)
         .map(|(fc, fn_)| {
@@ -221,20 +228,23 @@ fn dff_and_spikes(
                 ),
             };
             let dff = baseline::dff(&corrected, &f0, params.dff_floor_fraction as f32);
-            let spikes = if params.deconvolve {
-                oasis::deconvolve(&dff, &g, params.spike_min_sd as f32).spikes
+            if params.deconvolve {
+                let d = oasis::deconvolve(&dff, &g, params.spike_min_sd as f32);
+                (dff, d.spikes, d.calcium)
             } else {
-                Vec::new()
-            };
-            (dff, spikes)
+                (dff, Vec::new(), Vec::new())
+            }
         })
         .collect();
-    let spikes = if params.deconvolve {
-        per_roi.iter().map(|x| x.1.clone()).collect()
-    } else {
-        Vec::new()
-    };
-    (per_roi.into_iter().map(|x| x.0).collect(), spikes)
+    let mut out: Derived = (Vec::new(), Vec::new(), Vec::new());
+    for (dff, spikes, calcium) in per_roi {
+        out.0.push(dff);
+        if params.deconvolve {
+            out.1.push(spikes);
+            out.2.push(calcium);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

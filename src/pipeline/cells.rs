@@ -237,10 +237,12 @@ fn detection_table(found: &[(String, Detection)]) -> Table {
 fn trace_rows(session: &str, roi: usize, t: &SessionTraces) -> Table {
     let n = t.f.get(roi).map_or(0, |f| f.len());
     let col = |v: &[Vec<f32>]| Column::F32(v.get(roi).cloned().unwrap_or_default());
-    let spikes = if t.spikes.is_empty() {
-        Column::F32(vec![f32::NAN; n])
-    } else {
-        col(&t.spikes)
+    let or_nan = |v: &[Vec<f32>]| {
+        if v.is_empty() {
+            Column::F32(vec![f32::NAN; n])
+        } else {
+            col(v)
+        }
     };
     Table::new()
         .with("session", Column::Str(vec![session.to_string(); n]))
@@ -249,5 +251,6 @@ fn trace_rows(session: &str, roi: usize, t: &SessionTraces) -> Table {
         .with("f", col(&t.f))
         .with("fneu", col(&t.fneu))
         .with("dff", col(&t.dff))
-        .with("spikes", spikes)
+        .with("spikes", or_nan(&t.spikes))
+        .with("dff_denoised", or_nan(&t.dff_denoised))
 }

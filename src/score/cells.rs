@@ -36,6 +36,8 @@ pub struct CellScore {
     /// Median Pearson r of matched ΔF/F with the true ΔF/F (NaN without traces).
     pub trace_corr_median: f64,
     pub trace_corr_mean: f64,
+    /// Median Pearson r of the denoised ΔF/F (OASIS calcium) with the true ΔF/F.
+    pub denoised_corr_median: f64,
     /// Median Pearson r of deconvolved activity with the true spikes.
     pub spike_corr_median: f64,
 }
@@ -328,7 +330,7 @@ pub fn score_cells(
         let (precision, recall, f1) = prf(pairs.len(), est_cells.len(), truth_shapes.len());
         let all_pairs = match_pairs(&est_all, &truth_shapes, allowed);
         let (_, _, f1_all) = prf(all_pairs.len(), est_all.len(), truth_shapes.len());
-        let (mut tc, mut sc) = (Vec::new(), Vec::new());
+        let (mut tc, mut sc, mut dc) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(tr) = &traces {
             for &(e, t) in &pairs {
                 let roi = rid[erows[cell_idx[e]]];
@@ -337,6 +339,9 @@ pub fn score_cells(
                 let key_t = (session.clone(), cell);
                 if let (Some(a), Some(b)) = (tr.est_dff.get(&key_e), tr.true_dff.get(&key_t)) {
                     tc.push(pearson(a, b));
+                }
+                if let (Some(a), Some(b)) = (tr.est_denoised.get(&key_e), tr.true_dff.get(&key_t)) {
+                    dc.push(pearson(a, b));
                 }
                 if let (Some(a), Some(b)) = (tr.est_spikes.get(&key_e), tr.true_spikes.get(&key_t))
                 {
@@ -364,6 +369,7 @@ pub fn score_cells(
             trace_corr_median: median(tc.clone()),
             trace_corr_mean: mean(&tc),
             spike_corr_median: median(sc),
+            denoised_corr_median: median(dc),
         });
     }
     Ok(Some(out))
@@ -372,6 +378,7 @@ pub fn score_cells(
 struct Traces {
     est_dff: BTreeMap<(String, u32), Vec<f32>>,
     est_spikes: BTreeMap<(String, u32), Vec<f32>>,
+    est_denoised: BTreeMap<(String, u32), Vec<f32>>,
     true_dff: BTreeMap<(String, u32), Vec<f32>>,
     true_spikes: BTreeMap<(String, u32), Vec<f32>>,
 }
@@ -384,11 +391,17 @@ fn load_traces(truth: &Path, run: &Path) -> Result<Option<Traces>> {
     let est = read_table(&ep)?;
     let est_dff = traces_by_id(&est, &ep, "roi", "dff")?;
     let est_spikes = traces_by_id(&est, &ep, "roi", "spikes")?;
+    let est_denoised = if est.column("dff_denoised").is_some() {
+        traces_by_id(&est, &ep, "roi", "dff_denoised")?
+    } else {
+        BTreeMap::new()
+    };
     drop(est);
     let tru = read_table(&tp)?;
     Ok(Some(Traces {
         est_dff,
         est_spikes,
+        est_denoised,
         true_dff: traces_by_id(&tru, &tp, "cell", "dff")?,
         true_spikes: true_spikes(&tru, &tp)?,
     }))
