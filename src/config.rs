@@ -866,6 +866,8 @@ pub struct DetectParams {
     pub footprint_corr: f64,
     /// Upper bound on ROIs per session.
     pub max_rois: usize,
+    /// An active ROI's binned trace must peak this many noise s.d. above its median.
+    pub min_event_sd: f64,
     /// Also find cells in the enhanced mean image (anatomy) that never fire.
     pub anatomy: bool,
     /// Anatomical candidates must exceed the blob map's median by this many robust s.d.
@@ -890,6 +892,7 @@ impl Default for DetectParams {
             seed_threshold: 8.0,
             footprint_corr: 0.25,
             max_rois: 3000,
+            min_event_sd: 6.0,
             anatomy: true,
             anatomy_threshold: 2.0,
             min_snr: 3.0,
@@ -926,6 +929,7 @@ impl DetectParams {
             ));
         }
         positive("anatomy_threshold", self.anatomy_threshold)?;
+        non_negative("min_event_sd", self.min_event_sd)?;
         non_negative("min_snr", self.min_snr)?;
         if !(self.max_compactness >= 1.0) {
             return Err(format!(

@@ -71,8 +71,18 @@ enum Command {
     /// Score a run against a simulated experiment's truth (this build: motion).
     Score {
         /// The simulated experiment (or its truth/ folder).
+        #[arg(long, required_unless_present = "regions", conflicts_with = "regions")]
+        truth: Option<PathBuf>,
+        /// Labelled ROIs in neurofinder's JSON format (a list of
+        /// {"coordinates": [[row, col], ...]}), scored by neurofinder's rule.
         #[arg(long)]
-        truth: PathBuf,
+        regions: Option<PathBuf>,
+        /// With --regions: the session to score (default: the first).
+        #[arg(long, requires = "regions")]
+        session: Option<String>,
+        /// With --regions: largest centroid distance of a match, px.
+        #[arg(long, default_value_t = 5.0, requires = "regions")]
+        max_dist: f64,
         /// The run folder.
         #[arg(long)]
         run: PathBuf,
@@ -320,6 +330,23 @@ fn run_cmd(
     }
     for t in &s.tables {
         println!("wrote {}", t.display());
+    }
+    Ok(())
+}
+
+fn regions_cmd(regions: &Path, run: &Path, session: Option<&str>, max_dist: f64) -> Result<()> {
+    let s = cortexmap::score::cells::score_regions(regions, run, session, max_dist)?;
+    println!(
+        "session {}: {} labelled ROIs; matches are one-to-one with centroids within {max_dist} px",
+        s.session, s.n_true
+    );
+    println!("  ROIs                 est  match  precision  recall     F1");
+    for (name, (n, m, p, r, f)) in [
+        ("is_cell", s.cells),
+        ("is_cell, activity", s.active_cells),
+        ("all", s.all),
+    ] {
+        println!("  {name:<18} {n:>5} {m:>6} {p:>10.3} {r:>7.3} {f:>6.3}");
     }
     Ok(())
 }
@@ -583,7 +610,19 @@ fn main() -> ExitCode {
             &progress,
         ),
         Command::Check { file } => check_cmd(file),
-        Command::Score { truth, run } => score_cmd(truth, run),
+        Command::Score {
+            truth,
+            regions,
+            session,
+            max_dist,
+            run,
+        } => match (truth, regions) {
+            (Some(t), _) => score_cmd(t, run),
+            (None, Some(r)) => regions_cmd(r, run, session.as_deref(), *max_dist),
+            (None, None) => Err(cortexmap::error::Error::usage(
+                "score needs --truth or --regions",
+            )),
+        },
         Command::Inspect { file } => inspect_cmd(file),
         Command::Bench { what } => bench_cmd(what, &progress),
     };

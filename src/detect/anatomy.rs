@@ -39,14 +39,21 @@ fn quantile(mut v: Vec<f32>, q: f64) -> f32 {
 
 /// The soma diameter (px) best matching the blobs of the mean image, searched over
 /// 4–40 px (or up to a quarter of the smaller frame side).
+///
+/// The image is first blurred with σ₀ = 1.5 px and every scale accounts for it
+/// (σ² = σ_target² − σ₀²): a cell's bright cytoplasmic ring around a dim nucleus
+/// otherwise answers most strongly at the ring's thickness, not the cell's size.
 pub fn estimate_diameter(mean: &[f32], width: usize, height: usize, valid: Rect) -> f64 {
-    let max_d = 40f64.min(width.min(height) as f64 / 4.0).max(4.0);
+    const SIGMA0: f64 = 1.5;
+    let pre = gaussian_blur(mean, width, height, SIGMA0);
+    let max_d = 40f64.min(width.min(height) as f64 / 4.0).max(4.5);
     let mut best = (f32::NEG_INFINITY, 12f64.min(max_d));
-    let mut d = 4.0f64;
+    let mut d = 4.5f64;
     while d <= max_d + 1e-9 {
-        let sigma = d / (2.0 * std::f64::consts::SQRT_2);
-        let r = blob_response(mean, width, height, sigma);
-        let margin = (3.0 * sigma).ceil() as usize;
+        let target = d / (2.0 * std::f64::consts::SQRT_2);
+        let sigma = (target * target - SIGMA0 * SIGMA0).max(0.25).sqrt();
+        let r = blob_response(&pre, width, height, sigma);
+        let margin = (3.0 * target).ceil() as usize;
         let score = quantile(valid_values(&r, width, valid, margin), 0.99);
         if score > best.0 {
             best = (score, d);

@@ -22,6 +22,8 @@ pub struct GreedyOptions {
     pub seed_threshold: f64,
     pub footprint_corr: f64,
     pub max_rois: usize,
+    /// An ROI's trace must peak this many noise s.d. above its median.
+    pub min_event_sd: f64,
     /// Pixels a seed may sit on: the registration's valid box.
     pub valid: Rect,
 }
@@ -483,6 +485,9 @@ pub fn detect_active(
     let min_pixels = (0.1 * std::f64::consts::PI * d * d / 4.0).max(3.0) as usize;
     let half = (d.ceil() as usize) + 1;
     let seed_radius = (d / 4.0).max(1.0);
+    // With few bins chance correlations are large (s.d. ≈ 1/√n): a pixel joins only
+    // when its correlation is also 3 s.d. above chance.
+    let min_corr = (opts.footprint_corr as f32).max(3.0 / (search.y.n_bins as f32).sqrt());
     let mut rois = Vec::new();
     let mut attempts = 0usize;
     while rois.len() < opts.max_rois && attempts < 4 * opts.max_rois + 100 {
@@ -502,7 +507,7 @@ pub fn detect_active(
             (cx, cy),
             d,
             &seed_trace,
-            opts.footprint_corr as f32,
+            min_corr,
             opts.valid,
         );
         let found = (support.len() >= min_pixels)
@@ -520,6 +525,11 @@ pub fn detect_active(
             suppress(&mut search.stat, w, h, (cx as f64, cy as f64), seed_radius);
             continue;
         }
+        let noise = trace_noise(search.y, &support, &weights);
+        if !has_event(&trace, noise, opts.min_event_sd as f32) {
+            suppress(&mut search.stat, w, h, (cx as f64, cy as f64), seed_radius);
+            continue;
+        }
         subtract(search.y, &support, &weights, &trace);
         let (halo, halo_w) = halo(search.y, rect, centre, 0.7 * d, &trace, opts.valid);
         subtract(search.y, &halo, &halo_w, &trace);
@@ -527,7 +537,6 @@ pub fn detect_active(
         let (mx, my) = centroid(&support, &weights, w);
         suppress(&mut search.stat, w, h, (mx, my), seed_radius);
         suppress(&mut search.stat, w, h, (cx as f64, cy as f64), seed_radius);
-        let noise = trace_noise(search.y, &support, &weights);
         rois.push(ActiveRoi {
             noise,
             pixels: support.iter().map(|&q| q as u32).collect(),
@@ -538,6 +547,20 @@ pub fn detect_active(
         on_roi(rois.len());
     }
     rois
+}
+
+/// Whether the trace's largest value stands `k` noise s.d. above its median: a
+/// cell fires at least once clearly, where a patch of noise that happened to
+/// pass the seed threshold over few bins does not.
+fn has_event(trace: &[f32], noise: f32, k: f32) -> bool {
+    if trace.is_empty() || !(noise > 0.0) {
+        return false;
+    }
+    let mut s = trace.to_vec();
+    let mid = s.len() / 2;
+    let median = *s.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1;
+    let peak = trace.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    peak - median >= k * noise
 }
 
 /// Noise s.d. of the least-squares trace of footprint `a`: √(Σ a²σ²) / Σ a².
@@ -664,6 +687,7 @@ mod tests {
             seed_threshold: 8.0,
             footprint_corr: 0.25,
             max_rois: 50,
+            min_event_sd: 5.0,
             valid: Rect {
                 x0: 0,
                 x1: 40,
@@ -701,6 +725,7 @@ mod tests {
             seed_threshold: 8.0,
             footprint_corr: 0.25,
             max_rois: 50,
+            min_event_sd: 5.0,
             valid: Rect {
                 x0: 0,
                 x1: 40,

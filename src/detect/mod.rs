@@ -182,6 +182,7 @@ pub fn detect_session(
         seed_threshold: params.seed_threshold,
         footprint_corr: params.footprint_corr,
         max_rois: params.max_rois,
+        min_event_sd: params.min_event_sd,
         valid,
     };
     let active = greedy::detect_active(&mut movie, &opts, |_| {});

@@ -1,0 +1,271 @@
+//! Integration tests of the detect and extract stages on small simulated
+//! experiments and hand-made movies.
+
+mod common;
+
+use common::{bin, tiny_config};
+use cortexmap::config::Params;
+use cortexmap::io::table::read_table;
+use cortexmap::io::tiff::{PixelType, TiffWriter, WriteOptions};
+use cortexmap::pipeline::{run, Stage};
+use cortexmap::progress::NoProgress;
+use cortexmap::simulate::{self, SimConfig};
+use std::path::Path;
+
+/// A 128×128 standard-like experiment: 12 px cells at 15 Hz, 3 short sessions.
+fn small_standard() -> SimConfig {
+    SimConfig {
+        name: "small".into(),
+        width: 128,
+        height: 128,
+        n_cells: 30,
+        days: vec![3, 5, 7],
+        n_tones: 7,
+        n_complex: 5,
+        repetitions: 2,
+        frames: Some(700),
+        frames_per_file: 350,
+        n_ablate: 3,
+        deflate: false,
+        ..SimConfig::standard()
+    }
+}
+
+#[test]
+fn rois_and_traces_match_the_truth_on_a_small_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let s = simulate::simulate(&small_standard(), 5, &exp, false, &NoProgress).unwrap();
+    let out = dir.path().join("run");
+    let summary = run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    // The ring-shaped somata must not fool the diameter estimate (true 12 px).
+    for (id, _, _, d) in &summary.detection {
+        assert!((8.0..=18.0).contains(d), "{id}: diameter {d}");
+    }
+    let score = cortexmap::score::score(&exp, &out).unwrap();
+    let cells = score.cells.expect("rois.parquet is scored");
+    assert_eq!(cells.len(), 3);
+    for c in &cells {
+        assert!(
+            c.f1 >= 0.6,
+            "{}: F1 {:.3} ({} of {} true, {} est)",
+            c.session,
+            c.f1,
+            c.n_matched,
+            c.n_true,
+            c.n_est
+        );
+        assert!(
+            c.denoised_corr_median >= 0.8,
+            "{}: denoised r {}",
+            c.session,
+            c.denoised_corr_median
+        );
+        assert!(
+            c.trace_corr_median >= 0.5,
+            "{}: dff r {}",
+            c.session,
+            c.trace_corr_median
+        );
+    }
+    // Every ROI has one trace row per frame; pixels are sorted and in the frame.
+    let rp = out.join("rois.parquet");
+    let rois = read_table(&rp).unwrap();
+    let n_rois = rois.n_rows();
+    let tp = out.join("traces.parquet");
+    let traces = read_table(&tp).unwrap();
+    assert_eq!(traces.n_rows(), n_rois * 700);
+    for px in rois.lists_u32(&rp, "pixels").unwrap() {
+        assert!(!px.is_empty() && px.windows(2).all(|w| w[0] < w[1]));
+        assert!(*px.last().unwrap() < 128 * 128);
+    }
+    for col in ["f", "fneu", "dff", "spikes", "dff_denoised"] {
+        assert!(
+            traces.f32s(&tp, col).unwrap().iter().all(|v| v.is_finite()),
+            "{col}"
+        );
+    }
+    for img in ["max", "correlation", "enhanced"] {
+        assert!(out.join(format!("images/d5_{img}.tif")).exists(), "{img}");
+    }
+}
+
+#[test]
+fn detection_is_identical_with_one_and_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let s = simulate::simulate(&tiny_config(), 2, &exp, false, &NoProgress).unwrap();
+    let tables = |threads: usize| {
+        let out = dir.path().join(format!("run{threads}"));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            run(
+                &s.manifest,
+                &out,
+                &Params::default(),
+                None,
+                None,
+                &NoProgress,
+            )
+        })
+        .unwrap();
+        ["rois", "traces"].map(|t| std::fs::read(out.join(format!("{t}.parquet"))).unwrap())
+    };
+    assert!(
+        tables(1) == tables(2),
+        "rois/traces differ between 1 and 2 threads"
+    );
+}
+
+/// One session of `frames` from `pixel(frame, x, y)`, with its manifest.
+fn write_movie(
+    dir: &Path,
+    w: usize,
+    h: usize,
+    frames: usize,
+    pixel: impl Fn(usize, usize, usize) -> i16,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("s1")).unwrap();
+    let mut t = TiffWriter::create(
+        &dir.join("s1/movie.tif"),
+        w,
+        h,
+        PixelType::I16,
+        WriteOptions::default(),
+    )
+    .unwrap();
+    for f in 0..frames {
+        let page: Vec<i16> = (0..w * h).map(|p| pixel(f, p % w, p / w)).collect();
+        t.write_page_i16(&page).unwrap();
+    }
+    t.finish().unwrap();
+    let manifest = dir.join("experiment.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"x\"\nfs = 10.0\nreference = \"s1\"\n[[session]]\nid = \"s1\"\nday = 1\ntiff = [\"s1/*.tif\"]\n",
+    )
+    .unwrap();
+    manifest
+}
+
+fn noise(f: usize, x: usize, y: usize) -> f32 {
+    // A hash, not a generator: reproducible and free of dependencies.
+    let mut h = (f as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((x as u64) << 20) ^ (y as u64);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    (h % 1000) as f32 / 1000.0 - 0.5
+}
+
+#[test]
+fn pure_noise_gives_zero_rois_and_empty_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_movie(dir.path(), 64, 64, 200, |f, x, y| {
+        (500.0 + 40.0 * noise(f, x, y)) as i16
+    });
+    let out = dir.path().join("run");
+    let mut p = Params::default();
+    p.detect.anatomy = false;
+    let s = run(&manifest, &out, &p, None, None, &NoProgress).unwrap();
+    let rp = out.join("rois.parquet");
+    let t = read_table(&rp).unwrap();
+    assert_eq!(
+        s.detection[0].1,
+        0,
+        "ROIs found in pure noise: snr {:?} npix {:?}",
+        t.f32s(&rp, "snr").unwrap(),
+        t.u32s(&rp, "npix").unwrap()
+    );
+    assert_eq!(read_table(out.join("rois.parquet")).unwrap().n_rows(), 0);
+    assert_eq!(read_table(out.join("traces.parquet")).unwrap().n_rows(), 0);
+}
+
+#[test]
+fn saturated_and_constant_movies_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A saturated square over a flat field, and no activity at all.
+    let manifest = write_movie(dir.path(), 48, 48, 60, |_, x, y| {
+        if (10..20).contains(&x) && (10..20).contains(&y) {
+            i16::MAX
+        } else {
+            300
+        }
+    });
+    let out = dir.path().join("run");
+    let s = run(&manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
+    let n = s.detection[0].1;
+    let traces = read_table(out.join("traces.parquet")).unwrap();
+    assert_eq!(traces.n_rows(), n * 60);
+}
+
+#[test]
+fn from_detect_reuses_motion_and_needs_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let s = simulate::simulate(&tiny_config(), 4, &exp, false, &NoProgress).unwrap();
+    let out = dir.path().join("run");
+    // Nothing there yet: a clear input error naming the missing table.
+    let res = bin()
+        .args([
+            "run",
+            s.manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--from",
+            "detect",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("sessions.parquet"), "{err}");
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        Some(Stage::Motion),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(!out.join("rois.parquet").exists());
+    let motion_before = std::fs::read(out.join("motion.parquet")).unwrap();
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        Some(Stage::Detect),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(out.join("rois.parquet").exists() && out.join("traces.parquet").exists());
+    assert_eq!(
+        std::fs::read(out.join("motion.parquet")).unwrap(),
+        motion_before
+    );
+}
+
+#[test]
+fn bad_detect_parameters_name_the_key() {
+    let mut p = Params::default();
+    p.detect.footprint_corr = 1.5;
+    assert!(p.validate().unwrap_err().contains("detect.footprint_corr"));
+    let mut p = Params::default();
+    p.extract.ar_order = 3;
+    assert!(p.validate().unwrap_err().contains("extract.ar_order"));
+    let mut p = Params::default();
+    p.indicator.tau_rise_s = 2.0;
+    assert!(p.validate().unwrap_err().contains("indicator.tau_rise_s"));
+}
