@@ -328,6 +328,9 @@ fn run_cmd(
             sess.id, sess.day, sess.n_frames, sess.width, sess.height, sess.fs
         );
     }
+    for (id, n, cells, diameter) in &s.detection {
+        println!("{id}: {n} ROIs, {cells} of them is_cell (cell diameter {diameter:.1} px)");
+    }
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
