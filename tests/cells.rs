@@ -269,3 +269,53 @@ fn bad_detect_parameters_name_the_key() {
     p.indicator.tau_rise_s = 2.0;
     assert!(p.validate().unwrap_err().contains("indicator.tau_rise_s"));
 }
+
+#[test]
+fn a_structural_channel_gives_a_corrected_mean_bright_at_the_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let cfg = SimConfig {
+        structural_channel: true,
+        ..tiny_config()
+    };
+    let s = simulate::simulate(&cfg, 8, &exp, false, &NoProgress).unwrap();
+    let out = dir.path().join("run");
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    let img_path = out.join("images/d5_structural_mean.tif");
+    let mut reader = cortexmap::io::tiff::TiffPageReader::open(&img_path).unwrap();
+    let mut img = vec![0f32; cfg.width * cfg.height];
+    assert!(reader.read_page_into(&mut img).unwrap());
+    let (w, _h) = (cfg.width, cfg.height);
+    let cp = exp.join("truth/cells.parquet");
+    let cells = read_table(&cp).unwrap();
+    let (sess, x, y, present) = (
+        cells.strs(&cp, "session").unwrap(),
+        cells.f32s(&cp, "x").unwrap(),
+        cells.f32s(&cp, "y").unwrap(),
+        cells.bools(&cp, "present").unwrap(),
+    );
+    let mut sorted = img.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted[sorted.len() / 2];
+    let at_cells: Vec<f32> = (0..sess.len())
+        .filter(|&i| sess[i] == "d5" && present[i])
+        .filter(|&i| {
+            x[i] >= 1.0 && y[i] >= 1.0 && (x[i] as usize) < w - 1 && (y[i] as usize) < w - 1
+        })
+        .map(|i| img[y[i].round() as usize * w + x[i].round() as usize])
+        .collect();
+    let brighter = at_cells.iter().filter(|&&v| v > median).count();
+    assert!(
+        brighter * 4 >= at_cells.len() * 3,
+        "{brighter} of {} cell centres brighter than the median",
+        at_cells.len()
+    );
+}

@@ -14,6 +14,9 @@
 //! overlap an active ROI ([`anatomy`]); they are flagged `source = anatomy`. The
 //! cell diameter is a parameter or estimated from the mean image's blob scale.
 //!
+//! With a structural channel (a nuclear marker, say) the anatomical cells are sought
+//! in its motion-corrected mean image instead of the functional one.
+//!
 //! ROIs are confined to the registration's valid box; a cell cut by it keeps the
 //! pixels inside and stays an ROI when enough of it is inside (`min_size_fraction`
 //! of a disc of the cell's diameter), so edge cells do not vanish.
@@ -112,6 +115,10 @@ pub struct DetectInput<'a> {
     pub fs: f64,
     /// Pixels valid in every corrected frame: `[x0, x1) × [y0, y1)`.
     pub valid: [usize; 4],
+    /// The motion-corrected mean of a structural (e.g. nuclear) channel, when the
+    /// session has one: anatomical cells are then sought in it instead of in the
+    /// functional mean image.
+    pub structural: Option<Vec<f32>>,
 }
 
 /// The valid box as a rectangle; the whole frame when the box is empty.
@@ -202,8 +209,13 @@ pub fn detect_session(
         .collect();
     if params.anatomy && rois.len() < params.max_rois {
         let occupied = occupied_mask(&rois, w, h, diameter);
+        let structural = input
+            .structural
+            .as_ref()
+            .filter(|img| img.len() == w * h)
+            .map(|img| binned::enhanced_mean(img, w, h, diameter));
         let found = anatomy::find_candidates(
-            &enhanced,
+            structural.as_ref().unwrap_or(&enhanced),
             w,
             h,
             diameter,

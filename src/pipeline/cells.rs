@@ -2,16 +2,20 @@
 //! `extract` (traces), with their tables.
 
 use super::{RunLayout, SessionSummary};
-use crate::config::Params;
+use crate::config::{Experiment, Params, Session};
 use crate::detect::{detect_session, DetectInput, Detection};
 use crate::error::{Error, Result};
 use crate::extract::{extract_session, RoiInput, SessionTraces};
 use crate::imgproc::Rect;
+use crate::io::table::read_table;
 use crate::io::table::{write_table, Column, Table, TableWriter};
 use crate::io::tiff::write_image_f32;
+use crate::motion::interp::shift_image;
 use crate::motion::MotionQc;
 use crate::movie::store::FrameStore;
+use crate::movie::{MovieReader, MovieSpec};
 use crate::progress::Progress;
+use std::collections::BTreeMap;
 
 /// Each session's valid box `[x0, x1, y0, y1]` from the motion stage.
 pub type ValidBoxes = [(String, [usize; 4])];
@@ -32,6 +36,7 @@ pub fn boxes_of(motion: &[(String, MotionQc)]) -> Vec<(String, [usize; 4])> {
 /// Detect ROIs in every session; writes rois.parquet, detection.parquet and the
 /// summary images.
 pub fn run_detect(
+    exp: &Experiment,
     sessions: &[SessionSummary],
     motion: &ValidBoxes,
     layout: &RunLayout,
@@ -40,12 +45,40 @@ pub fn run_detect(
 ) -> Result<Vec<(String, Detection)>> {
     let mut rois = TableWriter::create(layout.table("rois"))?;
     let mut out = Vec::new();
+    let mut shifts = None;
     for s in sessions {
         let store = FrameStore::open(layout.store(&s.id))?;
+        let structural = match exp.sessions.iter().find(|m| m.id == s.id) {
+            Some(m) if m.structural_channel.is_some() => {
+                if shifts.is_none() {
+                    shifts = Some(session_shifts(&layout.table("motion"))?);
+                }
+                let sh = shifts.as_ref().and_then(|t| t.get(&s.id)).ok_or_else(|| {
+                    Error::input(
+                        layout.table("motion"),
+                        format!("no shifts for session {}", s.id),
+                    )
+                })?;
+                let img = structural_mean(m, sh, s.width, s.height, params.ingest.batch_frames)?;
+                write_image_f32(
+                    &layout.image(&s.id, "structural_mean"),
+                    s.width,
+                    s.height,
+                    &img,
+                    &format!(
+                        "cortexmap motion-corrected structural mean of session {}",
+                        s.id
+                    ),
+                )?;
+                Some(img)
+            }
+            _ => None,
+        };
         let input = DetectInput {
             session: &s.id,
             fs: s.fs,
             valid: valid_box(motion, &s.id, s.width, s.height),
+            structural,
         };
         let d = detect_session(&store, &input, &params.detect, &params.indicator, progress)?;
         tracing::info!(
@@ -86,6 +119,64 @@ pub fn run_detect(
     rois.finish(&roi_rows("", &Detection::empty()))?;
     write_table(layout.table("detection"), &detection_table(&out))?;
     Ok(out)
+}
+
+/// Per session, the rigid shift of every frame from motion.parquet.
+fn session_shifts(path: &std::path::Path) -> Result<BTreeMap<String, Vec<(f32, f32)>>> {
+    let t = read_table(path)?;
+    let (ids, frames) = (t.strs(path, "session")?, t.u32s(path, "frame")?);
+    let (sx, sy) = (t.f32s(path, "shift_x")?, t.f32s(path, "shift_y")?);
+    let mut m: BTreeMap<String, Vec<(u32, f32, f32)>> = BTreeMap::new();
+    for i in 0..ids.len() {
+        m.entry(ids[i].clone())
+            .or_default()
+            .push((frames[i], sx[i], sy[i]));
+    }
+    Ok(m.into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|r| r.0);
+            (k, v.into_iter().map(|r| (r.1, r.2)).collect())
+        })
+        .collect())
+}
+
+/// The mean of a session's structural channel, every frame moved by the functional
+/// channel's shift first (both channels see the same motion).
+fn structural_mean(
+    session: &Session,
+    shifts: &[(f32, f32)],
+    width: usize,
+    height: usize,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let spec = MovieSpec {
+        files: session.files.clone(),
+        channels: session.channels,
+        channel: session.structural_channel.unwrap_or(0),
+    };
+    let mut reader = MovieReader::open(&spec)?;
+    let npix = width * height;
+    let (mut tmp, mut moved) = (vec![0f32; npix], vec![0f32; npix]);
+    let mut sum = vec![0f64; npix];
+    let mut t = 0usize;
+    while let Some(b) = reader.read_batch(batch)? {
+        let frames = b
+            .frames
+            .as_slice()
+            .ok_or_else(|| Error::internal("frame batch is not contiguous"))?;
+        for frame in frames.chunks(npix) {
+            let (dx, dy) = shifts.get(t).copied().unwrap_or((0.0, 0.0));
+            shift_image(
+                frame, width, height, dx as f64, dy as f64, &mut tmp, &mut moved,
+            );
+            for (s, &v) in sum.iter_mut().zip(&moved) {
+                *s += v as f64;
+            }
+            t += 1;
+        }
+    }
+    let n = t.max(1) as f64;
+    Ok(sum.iter().map(|&v| (v / n) as f32).collect())
 }
 
 /// Extract traces of every session's ROIs; writes traces.parquet.

@@ -302,7 +302,7 @@ pub fn run(
     };
     let mut detection = Vec::new();
     if until >= Stage::Detect {
-        let found = cells::run_detect(&sessions, &boxes, &layout, params, progress)?;
+        let found = cells::run_detect(&exp, &sessions, &boxes, &layout, params, progress)?;
         tables.extend(["rois", "detection"].map(|t| layout.table(t)));
         if until >= Stage::Extract {
             cells::run_extract(&sessions, &boxes, &found, &layout, params, progress)?;
