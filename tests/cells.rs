@@ -319,3 +319,27 @@ fn a_structural_channel_gives_a_corrected_mean_bright_at_the_cells() {
         at_cells.len()
     );
 }
+
+#[test]
+fn neurofinder_crop_beats_the_peers_f1() {
+    let Some(real) = common::real_data() else {
+        return;
+    };
+    let nf = real.join("neurofinder_crop192");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("experiment.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"nf\"\nfs = 7.0\nreference = \"s1\"\n[[session]]\nid = \"s1\"\nday = 1\ntiff = [\"{}\"]\n",
+            nf.join("movie_600x192x192_u16.tif").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run(&manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
+    let s = cortexmap::score::cells::score_regions(&nf.join("regions_crop.json"), &out, None, 5.0)
+        .unwrap();
+    // Suite2p 0.25 and CaImAn 0.36 on these labels (../shared/peers/README.md).
+    assert!(s.cells.4 > 0.40, "F1 {:?}", s.cells);
+}
