@@ -232,15 +232,24 @@ fn correlated_support(
         })
         .collect();
     let start = (cy - rect.y0) * rw + (cx - rect.x0);
+    if corr[start] < min_corr {
+        return Vec::new();
+    }
+    flood_fill(rw, rh, start, |j| corr[j] >= min_corr)
+        .into_iter()
+        .map(|i| (rect.y0 + i / rw) * y.width + rect.x0 + i % rw)
+        .collect()
+}
+
+/// Indices of the `rw × rh` grid 8-connected to `start` through cells where
+/// `inside` holds (`start` itself always included), ascending.
+fn flood_fill(rw: usize, rh: usize, start: usize, inside: impl Fn(usize) -> bool) -> Vec<usize> {
     let mut keep = vec![false; rw * rh];
+    keep[start] = true;
     let mut stack = vec![start];
     let mut out = Vec::new();
-    if corr[start] < min_corr {
-        return out;
-    }
-    keep[start] = true;
     while let Some(i) = stack.pop() {
-        out.push((rect.y0 + i / rw) * y.width + rect.x0 + i % rw);
+        out.push(i);
         let (ix, iy) = ((i % rw) as isize, (i / rw) as isize);
         for dy in -1..=1isize {
             for dx in -1..=1isize {
@@ -249,7 +258,7 @@ fn correlated_support(
                     continue;
                 }
                 let j = ny as usize * rw + nx as usize;
-                if !keep[j] && corr[j] >= min_corr {
+                if !keep[j] && inside(j) {
                     keep[j] = true;
                     stack.push(j);
                 }
@@ -365,28 +374,7 @@ fn extend_footprint(
         return None;
     }
     let floor = 0.2 * peak;
-    let mut keep = vec![false; rw * rh];
-    keep[start] = true;
-    let mut stack = vec![start];
-    let mut pix = Vec::new();
-    while let Some(i) = stack.pop() {
-        pix.push(i);
-        let (ix, iy) = ((i % rw) as isize, (i / rw) as isize);
-        for dy in -1..=1isize {
-            for dx in -1..=1isize {
-                let (nx, ny) = (ix + dx, iy + dy);
-                if nx < 0 || ny < 0 || nx >= rw as isize || ny >= rh as isize {
-                    continue;
-                }
-                let j = ny as usize * rw + nx as usize;
-                if !keep[j] && coef[j] >= floor {
-                    keep[j] = true;
-                    stack.push(j);
-                }
-            }
-        }
-    }
-    pix.sort_unstable();
+    let pix = flood_fill(rw, rh, start, |j| coef[j] >= floor);
     let support: Vec<usize> = pix
         .iter()
         .map(|&i| (rect.y0 + i / rw) * y.width + rect.x0 + i % rw)

@@ -231,31 +231,11 @@ fn traces_by_id(
     id: &str,
     column: &str,
 ) -> Result<BTreeMap<(String, u32), Vec<f32>>> {
-    let (s, k, f, v) = (
-        t.strs(path, "session")?,
-        t.u32s(path, id)?,
-        t.u32s(path, "frame")?,
-        t.f32s(path, column)?,
-    );
-    let mut m: BTreeMap<(String, u32), Vec<(u32, f32)>> = BTreeMap::new();
-    for i in 0..s.len() {
-        m.entry((s[i].clone(), k[i]))
-            .or_default()
-            .push((f[i], v[i]));
-    }
-    Ok(m.into_iter()
-        .map(|(key, mut rows)| {
-            rows.sort_by_key(|r| r.0);
-            (key, rows.into_iter().map(|r| r.1).collect())
-        })
-        .collect())
+    group_series(t, path, id, t.f32s(path, column)?)
 }
 
 /// Spike counts of the truth table as f32 (stored as u16).
 fn true_spikes(t: &Table, path: &Path) -> Result<BTreeMap<(String, u32), Vec<f32>>> {
-    let s = t.strs(path, "session")?;
-    let k = t.u32s(path, "cell")?;
-    let f = t.u32s(path, "frame")?;
     let v: Vec<f32> = match t.column("spikes") {
         Some(crate::io::table::Column::U16(v)) => v.iter().map(|&x| x as f32).collect(),
         _ => {
@@ -265,11 +245,26 @@ fn true_spikes(t: &Table, path: &Path) -> Result<BTreeMap<(String, u32), Vec<f32
             ))
         }
     };
+    group_series(t, path, "cell", &v)
+}
+
+/// `values` grouped by (session, `id`) and ordered by frame.
+fn group_series(
+    t: &Table,
+    path: &Path,
+    id: &str,
+    values: &[f32],
+) -> Result<BTreeMap<(String, u32), Vec<f32>>> {
+    let (s, k, f) = (
+        t.strs(path, "session")?,
+        t.u32s(path, id)?,
+        t.u32s(path, "frame")?,
+    );
     let mut m: BTreeMap<(String, u32), Vec<(u32, f32)>> = BTreeMap::new();
-    for i in 0..s.len() {
+    for i in 0..s.len().min(values.len()) {
         m.entry((s[i].clone(), k[i]))
             .or_default()
-            .push((f[i], v[i]));
+            .push((f[i], values[i]));
     }
     Ok(m.into_iter()
         .map(|(key, mut rows)| {
