@@ -162,12 +162,14 @@ pub fn detect_session(
     let mut clock = std::time::Instant::now();
     let mut lap = |what: &str| {
         tracing::debug!(
-            "detect {}: {what} {:.2} s",
+            "detect {}: {what} {:.2} s, peak RSS {:.0} MB",
             input.session,
-            clock.elapsed().as_secs_f64()
+            clock.elapsed().as_secs_f64(),
+            crate::bench::peak_rss_mb().unwrap_or(0.0)
         );
         clock = std::time::Instant::now();
     };
+    lap("binning");
     let max = binned::max_image(&movie);
     let (diameter, estimated) = if params.cell_diameter_px > 0.0 {
         (params.cell_diameter_px, false)
