@@ -55,39 +55,52 @@ pub fn read_binned(
     let npix = w * h;
     let mut data = vec![0f32; npix * n_bins];
     let mut mean = vec![0f64; npix];
-    let mut frame = vec![0f32; npix];
+    // Frames are read a batch at a time: per-frame reads would map and release the
+    // store one frame at a time, and the release of such small ranges did not keep
+    // the resident set flat.
+    const BATCH: usize = 64;
+    let mut buf = vec![0f32; BATCH * npix];
+    let mut prev: Option<Vec<f32>> = None;
     // One bin is summed frame-major, then scattered once: far fewer strided writes.
     let mut acc = vec![0f32; npix];
-    let mut prev = vec![0f32; npix];
     let mut diff2 = vec![0f64; npix];
     let per_bin = frames_used as f32 / n_bins as f32;
-    for t in 0..n {
-        store.read_frames_into(t, &mut frame)?;
-        for (m, &v) in mean.iter_mut().zip(&frame) {
-            *m += v as f64;
-        }
-        if t > 0 {
-            for ((d, &v), &u) in diff2.iter_mut().zip(&frame).zip(&prev) {
-                *d += ((v - u) as f64).powi(2);
+    let mut start = 0;
+    while start < n {
+        let got = store.read_frames_into(start, &mut buf)?;
+        for (k, frame) in buf[..got * npix].chunks_exact(npix).enumerate() {
+            let t = start + k;
+            for (m, &v) in mean.iter_mut().zip(frame) {
+                *m += v as f64;
             }
-        }
-        std::mem::swap(&mut prev, &mut frame);
-        let frame = &prev;
-        if t < frames_used {
-            for (a, &v) in acc.iter_mut().zip(frame) {
-                *a += v;
+            let before = if k > 0 {
+                Some(&buf[(k - 1) * npix..k * npix])
+            } else {
+                prev.as_deref()
+            };
+            if let Some(p) = before {
+                for ((d, &v), &u) in diff2.iter_mut().zip(frame).zip(p) {
+                    *d += ((v - u) as f64).powi(2);
+                }
             }
-            let b = t / bin_frames;
-            let bin_ends = (t + 1) % bin_frames == 0 || t + 1 == frames_used;
-            if bin_ends {
-                let b = b.min(n_bins - 1);
-                for (p, a) in acc.iter_mut().enumerate() {
-                    data[p * n_bins + b] += *a / per_bin;
-                    *a = 0.0;
+            if t < frames_used {
+                for (a, &v) in acc.iter_mut().zip(frame) {
+                    *a += v;
+                }
+                if (t + 1) % bin_frames == 0 || t + 1 == frames_used {
+                    let b = (t / bin_frames).min(n_bins - 1);
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        data[p * n_bins + b] += *a / per_bin;
+                        *a = 0.0;
+                    }
                 }
             }
         }
-        progress.advance(1);
+        if got > 0 {
+            prev = Some(buf[(got - 1) * npix..got * npix].to_vec());
+        }
+        progress.advance(got as u64);
+        start += got.max(1);
     }
     let mean = mean.iter().map(|&m| (m / n as f64) as f32).collect();
     let pairs = (n.max(2) - 1) as f64;
