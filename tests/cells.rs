@@ -150,10 +150,17 @@ fn write_movie(
         t.write_page_i16(&page).unwrap();
     }
     t.finish().unwrap();
+    one_session_manifest(dir, "s1/*.tif", 10.0)
+}
+
+/// `dir/experiment.toml` naming one session `s1` of the TIFF glob `tiff`.
+fn one_session_manifest(dir: &Path, tiff: &str, fs: f64) -> std::path::PathBuf {
     let manifest = dir.join("experiment.toml");
     std::fs::write(
         &manifest,
-        "name = \"x\"\nfs = 10.0\nreference = \"s1\"\n[[session]]\nid = \"s1\"\nday = 1\ntiff = [\"s1/*.tif\"]\n",
+        format!(
+            "name = \"x\"\nfs = {fs}\nreference = \"s1\"\n[[session]]\nid = \"s1\"\nday = 1\ntiff = [\"{tiff}\"]\n"
+        ),
     )
     .unwrap();
     manifest
@@ -327,19 +334,26 @@ fn neurofinder_crop_beats_the_peers_f1() {
     };
     let nf = real.join("neurofinder_crop192");
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("experiment.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "name = \"nf\"\nfs = 7.0\nreference = \"s1\"\n[[session]]\nid = \"s1\"\nday = 1\ntiff = [\"{}\"]\n",
-            nf.join("movie_600x192x192_u16.tif").display()
-        ),
-    )
-    .unwrap();
+    let movie = nf.join("movie_600x192x192_u16.tif");
+    let manifest = one_session_manifest(dir.path(), &movie.to_string_lossy(), 7.0);
     let out = dir.path().join("run");
     run(&manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
     let s = cortexmap::score::cells::score_regions(&nf.join("regions_crop.json"), &out, None, 5.0)
         .unwrap();
     // Suite2p 0.25 and CaImAn 0.36 on these labels (../shared/peers/README.md).
     assert!(s.cells.4 > 0.40, "F1 {:?}", s.cells);
+}
+
+#[test]
+fn a_very_short_session_runs_through() {
+    // 25 frames (the motion stage needs 20): one bin per frame, a blinking spot.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_movie(dir.path(), 48, 48, 25, |f, x, y| {
+        let spot = (x as f32 - 24.0).hypot(y as f32 - 20.0) < 4.0 && f % 5 == 0;
+        (400.0 + 20.0 * noise(f, x, y) + if spot { 400.0 } else { 0.0 }) as i16
+    });
+    let out = dir.path().join("run");
+    let s = run(&manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
+    let traces = read_table(out.join("traces.parquet")).unwrap();
+    assert_eq!(traces.n_rows(), s.detection[0].1 * 25);
 }

@@ -620,6 +620,24 @@ pub fn centroid(pixels: &[usize], weights: &[f32], width: usize) -> (f64, f64) {
 mod tests {
     use super::*;
 
+    /// The options the tests search a 40×40 movie with.
+    fn options() -> GreedyOptions {
+        GreedyOptions {
+            diameter: 8.0,
+            event_threshold_sd: 2.0,
+            seed_threshold: 8.0,
+            footprint_corr: 0.25,
+            max_rois: 50,
+            min_event_sd: 5.0,
+            valid: Rect {
+                x0: 0,
+                x1: 40,
+                y0: 0,
+                y1: 40,
+            },
+        }
+    }
+
     /// Two overlapping Gaussian cells with independent sparse activity, plus noise.
     fn two_cells() -> (Binned, [(f64, f64); 2]) {
         let (w, h, n) = (40, 40, 200);
@@ -669,20 +687,7 @@ mod tests {
     #[test]
     fn finds_both_overlapping_cells_and_nothing_else() {
         let (mut y, cells) = two_cells();
-        let opts = GreedyOptions {
-            diameter: 8.0,
-            event_threshold_sd: 2.0,
-            seed_threshold: 8.0,
-            footprint_corr: 0.25,
-            max_rois: 50,
-            min_event_sd: 5.0,
-            valid: Rect {
-                x0: 0,
-                x1: 40,
-                y0: 0,
-                y1: 40,
-            },
-        };
+        let opts = options();
         let rois = detect_active(&mut y, &opts, |_| {});
         assert_eq!(rois.len(), 2, "found {}", rois.len());
         for &(cx, cy) in &cells {
@@ -707,20 +712,7 @@ mod tests {
             *v = (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
         }
         y.noise = vec![0.289; 40 * 40];
-        let opts = GreedyOptions {
-            diameter: 8.0,
-            event_threshold_sd: 2.0,
-            seed_threshold: 8.0,
-            footprint_corr: 0.25,
-            max_rois: 50,
-            min_event_sd: 5.0,
-            valid: Rect {
-                x0: 0,
-                x1: 40,
-                y0: 0,
-                y1: 40,
-            },
-        };
+        let opts = options();
         assert!(detect_active(&mut y, &opts, |_| {}).is_empty());
     }
 

@@ -15,6 +15,8 @@
 pub mod baseline;
 pub mod neuropil;
 pub mod oasis;
+#[cfg(test)]
+mod test_rng;
 
 use crate::config::{BaselineMethod, ExtractParams, IndicatorParams};
 use crate::error::Result;
