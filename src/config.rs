@@ -810,6 +810,7 @@ pub struct Params {
     pub indicator: IndicatorParams,
     pub detect: DetectParams,
     pub extract: ExtractParams,
+    pub track: TrackParams,
 }
 
 /// `[indicator]`: the calcium indicator's kinetics, used to bin the movie for
@@ -1062,6 +1063,73 @@ fn non_negative(name: &str, v: f64) -> std::result::Result<(), String> {
     }
 }
 
+/// `[track]`: cross-session alignment, cell matching and tags (see src/track).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackParams {
+    /// Largest rotation between sessions searched, degrees.
+    pub max_rotation_deg: f64,
+    /// Largest translation between sessions searched, px.
+    pub max_shift_px: f64,
+    /// Fit an affine map (rotation, scale, shear, translation) to the cell
+    /// centroids; false keeps rotation + translation.
+    pub affine: bool,
+    /// Largest centroid distance of a candidate pair, px; 0 = `gate_diameters`
+    /// times the median ROI diameter.
+    pub max_distance_px: f64,
+    /// The automatic gate, in median ROI diameters.
+    pub gate_diameters: f64,
+    /// Smallest P(same cell) of a link, and of a track's mean linkage.
+    pub p_same_threshold: f64,
+    /// Track only ROIs with `is_cell` (else every ROI).
+    pub cells_only: bool,
+    /// Largest distance between an ablation target (or a cell_types position) and
+    /// its cell, px; 0 = half the median ROI diameter.
+    pub target_tolerance_px: f64,
+    /// A post-ablation ROI below this SNR (or found in the mean image only) counts
+    /// as a cell without signal.
+    pub silent_snr: f64,
+}
+
+impl Default for TrackParams {
+    fn default() -> Self {
+        TrackParams {
+            max_rotation_deg: 5.0,
+            max_shift_px: 60.0,
+            affine: true,
+            max_distance_px: 0.0,
+            gate_diameters: 1.0,
+            p_same_threshold: 0.5,
+            cells_only: true,
+            target_tolerance_px: 0.0,
+            silent_snr: 3.0,
+        }
+    }
+}
+
+impl TrackParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.max_rotation_deg >= 0.0 && self.max_rotation_deg <= 45.0) {
+            return Err(format!(
+                "max_rotation_deg = {}; must be in [0, 45]",
+                self.max_rotation_deg
+            ));
+        }
+        positive("max_shift_px", self.max_shift_px)?;
+        non_negative("max_distance_px", self.max_distance_px)?;
+        positive("gate_diameters", self.gate_diameters)?;
+        if !(self.p_same_threshold > 0.0 && self.p_same_threshold < 1.0) {
+            return Err(format!(
+                "p_same_threshold = {}; must be in (0, 1)",
+                self.p_same_threshold
+            ));
+        }
+        non_negative("target_tolerance_px", self.target_tolerance_px)?;
+        non_negative("silent_snr", self.silent_snr)?;
+        Ok(())
+    }
+}
+
 /// `[ingest]`: reading TIFF files into frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1182,6 +1250,7 @@ impl Params {
         in_section("indicator", self.indicator.validate())?;
         in_section("detect", self.detect.validate())?;
         in_section("extract", self.extract.validate())?;
+        in_section("track", self.track.validate())?;
         Ok(())
     }
 }

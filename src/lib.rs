@@ -34,5 +34,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod score;
 pub mod simulate;
+pub mod track;
 
 pub use error::{Error, Result};

@@ -331,10 +331,57 @@ fn run_cmd(
     for (id, n, cells, diameter) in &s.detection {
         println!("{id}: {n} ROIs, {cells} of them is_cell (cell diameter {diameter:.1} px)");
     }
+    if let Some(t) = &s.tracking {
+        print_tracking(&s.sessions, t);
+    }
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
     Ok(())
+}
+
+fn print_tracking(sessions: &[pipeline::SessionSummary], t: &cortexmap::track::Tracking) {
+    println!("alignment to the reference (px, degrees; pairs of cell centroids, residual):");
+    for (s, a) in sessions.iter().zip(&t.alignments) {
+        let m = &a.transform;
+        println!(
+            "  {:<6} dx {:>7.2} dy {:>7.2} rot {:>6.2} scale {:.4}  {:>4} pairs ({:>3.0}%), residual {:.2}, image r {:.2}",
+            s.id,
+            m.m[0][2],
+            m.m[1][2],
+            m.rotation_deg(),
+            m.scale(),
+            a.n_pairs,
+            100.0 * a.paired_fraction,
+            a.residual_px,
+            a.image_corr
+        );
+    }
+    let n = sessions.len();
+    let mut hist = vec![0usize; n + 1];
+    for c in &t.cells {
+        hist[c.rois.iter().flatten().count()] += 1;
+    }
+    let spread: Vec<String> = (1..=n).map(|k| format!("{k}: {}", hist[k])).collect();
+    let targeted = t.cells.iter().filter(|c| c.tags.target.is_some()).count();
+    let ablated = t.cells.iter().filter(|c| c.tags.ablated()).count();
+    let filled = t
+        .cells
+        .iter()
+        .filter(|c| c.tags.outcome == Some(cortexmap::track::tags::Outcome::Filled))
+        .count();
+    println!(
+        "{} tracked cells (gate {:.1} px, P(same) model {}); cells by sessions present: {}",
+        t.cells.len(),
+        t.gate_px,
+        if t.model.fitted { "fitted" } else { "fallback" },
+        spread.join(", ")
+    );
+    if targeted > 0 {
+        println!(
+            "ablation targets on tracked cells: {targeted}; ablated {ablated} ({filled} of them still fluorescent without signal)"
+        );
+    }
 }
 
 fn regions_cmd(regions: &Path, run: &Path, session: Option<&str>, max_dist: f64) -> Result<()> {
@@ -402,7 +449,46 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
             run.join("score").join("cells.parquet").display()
         );
     }
+    if let Some(t) = &s.tracking {
+        print_track_score(t);
+        for name in ["tracking", "tags", "alignment"] {
+            println!(
+                "wrote {}",
+                run.join("score").join(format!("{name}.parquet")).display()
+            );
+        }
+    }
     Ok(())
+}
+
+fn print_track_score(t: &cortexmap::score::track::TrackScore) {
+    let align: Vec<String> = t
+        .alignment
+        .iter()
+        .map(|(s, e)| format!("{s} {e:.2}"))
+        .collect();
+    println!("FOV alignment RMSE (px): {}", align.join(", "));
+    println!("same-cell links between sessions (ROIs matched to true cells only):");
+    println!("  sessions     true  pred  correct  found  precision  recall");
+    for l in t.links.iter().chain(std::iter::once(&t.pooled)) {
+        println!(
+            "  {:<11} {:>5} {:>5} {:>8} {:>6} {:>10.3} {:>7.3}",
+            format!("{}-{}", l.session_a, l.session_b),
+            l.n_true,
+            l.n_pred,
+            l.n_correct,
+            l.n_found,
+            l.precision,
+            l.recall
+        );
+    }
+    println!("tags:  tag      true  detected  pred  correct  precision  recall");
+    for g in &t.tags {
+        println!(
+            "       {:<8} {:>5} {:>9} {:>5} {:>8} {:>10.3} {:>7.3}",
+            g.tag, g.n_true, g.n_true_detected, g.n_pred, g.n_correct, g.precision, g.recall
+        );
+    }
 }
 
 fn check_cmd(file: &Path) -> Result<()> {

@@ -34,6 +34,8 @@ pub enum Column {
     F64(Vec<f64>),
     Str(Vec<String>),
     OptU32(Vec<Option<u32>>),
+    OptF32(Vec<Option<f32>>),
+    OptBool(Vec<Option<bool>>),
     ListU32(Vec<Vec<u32>>),
     ListF32(Vec<Vec<f32>>),
 }
@@ -52,6 +54,8 @@ impl Column {
             Column::F64(v) => v.len(),
             Column::Str(v) => v.len(),
             Column::OptU32(v) => v.len(),
+            Column::OptF32(v) => v.len(),
+            Column::OptBool(v) => v.len(),
             Column::ListU32(v) => v.len(),
             Column::ListF32(v) => v.len(),
         }
@@ -64,13 +68,13 @@ impl Column {
 
     fn data_type(&self) -> DataType {
         match self {
-            Column::Bool(_) => DataType::Boolean,
+            Column::Bool(_) | Column::OptBool(_) => DataType::Boolean,
             Column::U16(_) => DataType::UInt16,
             Column::U32(_) | Column::OptU32(_) => DataType::UInt32,
             Column::U64(_) => DataType::UInt64,
             Column::I32(_) => DataType::Int32,
             Column::I64(_) => DataType::Int64,
-            Column::F32(_) => DataType::Float32,
+            Column::F32(_) | Column::OptF32(_) => DataType::Float32,
             Column::F64(_) => DataType::Float64,
             Column::Str(_) => DataType::Utf8,
             Column::ListU32(_) => DataType::List(list_item(DataType::UInt32)),
@@ -79,7 +83,10 @@ impl Column {
     }
 
     fn nullable(&self) -> bool {
-        matches!(self, Column::OptU32(_))
+        matches!(
+            self,
+            Column::OptU32(_) | Column::OptF32(_) | Column::OptBool(_)
+        )
     }
 
     fn to_arrow(&self) -> ArrayRef {
@@ -94,6 +101,8 @@ impl Column {
             Column::F64(v) => Arc::new(Float64Array::from(v.clone())),
             Column::Str(v) => Arc::new(StringArray::from_iter_values(v.iter())),
             Column::OptU32(v) => Arc::new(UInt32Array::from(v.clone())),
+            Column::OptF32(v) => Arc::new(Float32Array::from(v.clone())),
+            Column::OptBool(v) => Arc::new(BooleanArray::from(v.clone())),
             Column::ListU32(v) => {
                 let mut b =
                     ListBuilder::new(UInt32Builder::new()).with_field(list_item(DataType::UInt32));
@@ -282,6 +291,45 @@ impl Table {
         )
     }
 
+    /// Column `name` as nullable u32 values.
+    pub fn opt_u32s(&self, path: &Path, name: &str) -> Result<&[Option<u32>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::OptU32(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "nullable uint32",
+        )
+    }
+
+    /// Column `name` as nullable f32 values.
+    pub fn opt_f32s(&self, path: &Path, name: &str) -> Result<&[Option<f32>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::OptF32(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "nullable float32",
+        )
+    }
+
+    /// Column `name` as nullable booleans.
+    pub fn opt_bools(&self, path: &Path, name: &str) -> Result<&[Option<bool>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::OptBool(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "nullable boolean",
+        )
+    }
+
     /// Column `name` as lists of u32.
     pub fn lists_u32(&self, path: &Path, name: &str) -> Result<&[Vec<u32>]> {
         self.typed(
@@ -415,6 +463,7 @@ pub fn read_table(path: impl AsRef<Path>) -> Result<Table> {
 
 fn empty_column(path: &Path, field: &Field) -> Result<Column> {
     Ok(match field.data_type() {
+        DataType::Boolean if field.is_nullable() => Column::OptBool(vec![]),
         DataType::Boolean => Column::Bool(vec![]),
         DataType::UInt16 => Column::U16(vec![]),
         DataType::UInt32 if field.is_nullable() => Column::OptU32(vec![]),
@@ -422,6 +471,7 @@ fn empty_column(path: &Path, field: &Field) -> Result<Column> {
         DataType::UInt64 => Column::U64(vec![]),
         DataType::Int32 => Column::I32(vec![]),
         DataType::Int64 => Column::I64(vec![]),
+        DataType::Float32 if field.is_nullable() => Column::OptF32(vec![]),
         DataType::Float32 => Column::F32(vec![]),
         DataType::Float64 => Column::F64(vec![]),
         DataType::Utf8 => Column::Str(vec![]),
@@ -452,6 +502,8 @@ fn append_arrow(path: &Path, col: &mut Column, a: &dyn Array) -> Result<()> {
     };
     match col {
         Column::OptU32(v) => v.extend(downcast::<UInt32Array>(path, a)?.iter()),
+        Column::OptF32(v) => v.extend(downcast::<Float32Array>(path, a)?.iter()),
+        Column::OptBool(v) => v.extend(downcast::<BooleanArray>(path, a)?.iter()),
         Column::ListU32(v) => {
             no_nulls(a)?;
             let list = downcast::<ListArray>(path, a)?;
@@ -538,6 +590,8 @@ mod tests {
             .with("ok", Column::Bool(vec![true, false]))
             .with("n", Column::U64(vec![5, 6]))
             .with("maybe", Column::OptU32(vec![Some(3), None]))
+            .with("maybe_f", Column::OptF32(vec![None, Some(0.5)]))
+            .with("maybe_b", Column::OptBool(vec![Some(false), None]))
             .with("pixels", Column::ListU32(vec![vec![1, 2, 3], vec![]]))
             .with(
                 "weights",

@@ -12,9 +12,13 @@
 //!   `motion_blocks.parquet` (nonrigid) and `images/<session>_{reference,mean_raw,
 //!   mean_corrected}.tif`, and removes the raw store unless `ingest.keep_raw`.
 //!
-//! Later stages (detect, extract, track, analyze) attach here.
+//! - `detect` and `extract` ([`cells`]) find ROIs and their traces per session.
+//! - `track` ([`track`]) aligns the sessions and tracks cells across them.
+//!
+//! Later stages (analyze) attach here.
 
 mod cells;
+pub mod track;
 
 use crate::config::{load_experiment, Experiment, Params, Session};
 use crate::error::{Error, Result};
@@ -33,12 +37,18 @@ pub enum Stage {
     Motion,
     Detect,
     Extract,
+    Track,
 }
 
 impl Stage {
     /// All stages this build implements, in order.
-    pub const ALL: &'static [Stage] =
-        &[Stage::Ingest, Stage::Motion, Stage::Detect, Stage::Extract];
+    pub const ALL: &'static [Stage] = &[
+        Stage::Ingest,
+        Stage::Motion,
+        Stage::Detect,
+        Stage::Extract,
+        Stage::Track,
+    ];
 
     /// The stage's name on the command line.
     pub fn name(self) -> &'static str {
@@ -47,6 +57,7 @@ impl Stage {
             Stage::Motion => "motion",
             Stage::Detect => "detect",
             Stage::Extract => "extract",
+            Stage::Track => "track",
         }
     }
 
@@ -89,6 +100,8 @@ pub struct RunSummary {
     pub motion: Vec<(String, crate::motion::MotionQc)>,
     /// Per session: (ROIs, of which `is_cell`, cell diameter used).
     pub detection: Vec<(String, usize, usize, f64)>,
+    /// The track stage's result, when it ran.
+    pub tracking: Option<crate::track::Tracking>,
     pub tables: Vec<PathBuf>,
 }
 
@@ -236,14 +249,13 @@ pub fn run(
 ) -> Result<RunSummary> {
     params.validate().map_err(Error::usage)?;
     let from = from.unwrap_or(Stage::Ingest);
-    if !(from == Stage::Ingest || from == Stage::Detect) {
+    if !matches!(from, Stage::Ingest | Stage::Detect | Stage::Track) {
         return Err(Error::usage(format!(
-            "--from {}: a run can restart from 'ingest' or 'detect'",
+            "--from {}: a run can restart from 'ingest', 'detect' or 'track'",
             from.name()
         )));
     }
     let exp = load_experiment(manifest)?;
-    let infos = validate(&exp)?;
     let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
     if until < from {
         return Err(Error::usage(format!(
@@ -252,6 +264,24 @@ pub fn run(
             from.name()
         )));
     }
+    let layout = RunLayout {
+        root: out.to_path_buf(),
+    };
+    if from == Stage::Track {
+        let sessions = resume_sessions(&exp, &layout)?;
+        let tracking = track::run_track(&exp, &layout, params, progress)?;
+        return Ok(RunSummary {
+            out: out.to_path_buf(),
+            sessions,
+            motion: Vec::new(),
+            detection: Vec::new(),
+            tracking: Some(tracking),
+            tables: ["cells", "alignment", "track_pairs"]
+                .map(|t| layout.table(t))
+                .to_vec(),
+        });
+    }
+    let infos = validate(&exp)?;
     if until >= Stage::Motion && from < Stage::Detect {
         for (s, (info, _)) in exp.sessions.iter().zip(&infos) {
             crate::motion::check_registrable(
@@ -263,9 +293,6 @@ pub fn run(
             )?;
         }
     }
-    let layout = RunLayout {
-        root: out.to_path_buf(),
-    };
     let mut tables = Vec::new();
     let mut motion = Vec::new();
     let (sessions, boxes) = if from >= Stage::Detect {
@@ -320,11 +347,17 @@ pub fn run(
             })
             .collect();
     }
+    let mut tracking = None;
+    if until >= Stage::Track {
+        tracking = Some(track::run_track(&exp, &layout, params, progress)?);
+        tables.extend(["cells", "alignment", "track_pairs"].map(|t| layout.table(t)));
+    }
     Ok(RunSummary {
         out: out.to_path_buf(),
         sessions,
         motion,
         detection,
+        tracking,
         tables,
     })
 }
@@ -332,42 +365,55 @@ pub fn run(
 /// The sessions, and each session's valid box `[x0, x1, y0, y1]`.
 type Resumed = (Vec<SessionSummary>, Vec<(String, [usize; 4])>);
 
+/// The sessions an earlier run recorded in sessions.parquet, in manifest order.
+fn resume_sessions(exp: &Experiment, layout: &RunLayout) -> Result<Vec<SessionSummary>> {
+    let sp = layout.table("sessions");
+    if !sp.exists() {
+        return Err(Error::input(
+            &layout.root,
+            "sessions.parquet from an earlier run is missing: --from detect or track needs the \
+             earlier stages' tables; run from ingest",
+        ));
+    }
+    let st = crate::io::table::read_table(&sp)?;
+    let ids = st.strs(&sp, "session")?;
+    exp.sessions
+        .iter()
+        .map(|s| {
+            let i = ids.iter().position(|x| x == &s.id).ok_or_else(|| {
+                Error::input(
+                    &sp,
+                    format!("session '{}' of the manifest is not in this run", s.id),
+                )
+            })?;
+            Ok(SessionSummary {
+                id: s.id.clone(),
+                day: s.day,
+                n_frames: st.u32s(&sp, "n_frames")?[i] as usize,
+                height: st.u32s(&sp, "height")?[i] as usize,
+                width: st.u32s(&sp, "width")?[i] as usize,
+                fs: st.f64s(&sp, "fs")?[i],
+                mean_intensity: st.f64s(&sp, "mean_intensity")?[i],
+            })
+        })
+        .collect()
+}
+
 /// What the stages before `detect` left in the run folder: the sessions and the
 /// valid boxes, with every session's corrected frame store present.
 fn resume_before_detect(exp: &Experiment, layout: &RunLayout) -> Result<Resumed> {
-    let need = |name: &str| -> Result<(PathBuf, Table)> {
-        let p = layout.table(name);
-        if !p.exists() {
-            return Err(Error::input(
-                &layout.root,
-                format!("--from detect needs {name}.parquet from an earlier run; it is missing"),
-            ));
-        }
-        let t = crate::io::table::read_table(&p)?;
-        Ok((p, t))
-    };
-    let (sp, st) = need("sessions")?;
-    let (qp, qt) = need("motion_qc")?;
-    let ids = st.strs(&sp, "session")?;
-    let mut sessions = Vec::new();
+    let sessions = resume_sessions(exp, layout)?;
+    let qp = layout.table("motion_qc");
+    if !qp.exists() {
+        return Err(Error::input(
+            &layout.root,
+            "--from detect needs motion_qc.parquet from an earlier run; it is missing",
+        ));
+    }
+    let qt = crate::io::table::read_table(&qp)?;
+    let qids = qt.strs(&qp, "session")?;
     let mut boxes = Vec::new();
     for s in &exp.sessions {
-        let i = ids.iter().position(|x| x == &s.id).ok_or_else(|| {
-            Error::input(
-                &sp,
-                format!("session '{}' of the manifest is not in this run", s.id),
-            )
-        })?;
-        sessions.push(SessionSummary {
-            id: s.id.clone(),
-            day: s.day,
-            n_frames: st.u32s(&sp, "n_frames")?[i] as usize,
-            height: st.u32s(&sp, "height")?[i] as usize,
-            width: st.u32s(&sp, "width")?[i] as usize,
-            fs: st.f64s(&sp, "fs")?[i],
-            mean_intensity: st.f64s(&sp, "mean_intensity")?[i],
-        });
-        let qids = qt.strs(&qp, "session")?;
         let j = qids.iter().position(|x| x == &s.id).ok_or_else(|| {
             Error::input(
                 &qp,

@@ -274,14 +274,19 @@ fn group_series(
         .collect())
 }
 
+/// Per session: matched `is_cell` ROI id → true cell id.
+pub type Matches = BTreeMap<String, BTreeMap<u32, u32>>;
+
 /// Score the run's rois.parquet (and traces.parquet when present) against the
 /// truth's footprints and traces. `offsets` maps a session to the motion offset
-/// (estimated − true shift, px). Returns None when the run has no rois.parquet.
+/// (estimated − true shift, px). Returns None when the run has no rois.parquet;
+/// fills `matches` with the one-to-one matches of `is_cell` ROIs.
 pub fn score_cells(
     truth: &Path,
     run: &Path,
     width: usize,
     offsets: &BTreeMap<String, (f64, f64)>,
+    matches: &mut Matches,
 ) -> Result<Option<Vec<CellScore>>> {
     let rois_path = run.join("rois.parquet");
     if !rois_path.exists() {
@@ -322,6 +327,13 @@ pub fn score_cells(
         let cell_idx: Vec<usize> = (0..erows.len()).filter(|&k| rc[erows[k]]).collect();
         let est_cells: Vec<Shape> = cell_idx.iter().map(|&k| est_all[k].clone()).collect();
         let pairs = match_pairs(&est_cells, &truth_shapes, allowed);
+        matches.insert(
+            session.clone(),
+            pairs
+                .iter()
+                .map(|&(e, t)| (rid[erows[cell_idx[e]]], tid[trows[t]]))
+                .collect(),
+        );
         let (precision, recall, f1) = prf(pairs.len(), est_cells.len(), truth_shapes.len());
         let all_pairs = match_pairs(&est_all, &truth_shapes, allowed);
         let (_, _, f1_all) = prf(all_pairs.len(), est_all.len(), truth_shapes.len());

@@ -9,6 +9,7 @@
 //! again after removing one constant offset per session, sampled every 4 px.
 
 pub mod cells;
+pub mod track;
 
 use crate::error::{Error, Result};
 use crate::io::table::{read_table, write_table, Column, Table};
@@ -41,6 +42,8 @@ pub struct Score {
     pub motion: Vec<MotionScore>,
     /// ROI and trace accuracy, when the run has rois.parquet.
     pub cells: Option<Vec<cells::CellScore>>,
+    /// Tracking and tag accuracy, when the run has cells.parquet.
+    pub tracking: Option<track::TrackScore>,
 }
 
 /// The truth folder: `dir/truth` when it exists, else `dir` itself.
@@ -283,11 +286,26 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
         .iter()
         .map(|m| (m.session.clone(), (m.offset_x, m.offset_y)))
         .collect();
-    let cells = cells::score_cells(&truth, run, w, &offsets)?;
+    let mut matches = cells::Matches::new();
+    let cells = cells::score_cells(&truth, run, w, &offsets, &mut matches)?;
     if let Some(c) = &cells {
         write_table(out.join("cells.parquet"), &cells_table(c))?;
     }
-    Ok(Score { motion, cells })
+    let tracking = if cells.is_some() {
+        track::score_tracking(&truth, run, &matches, &offsets)?
+    } else {
+        None
+    };
+    if let Some(t) = &tracking {
+        write_table(out.join("tracking.parquet"), &track::links_table(t))?;
+        write_table(out.join("tags.parquet"), &track::tags_table(t))?;
+        write_table(out.join("alignment.parquet"), &track::alignment_table(t))?;
+    }
+    Ok(Score {
+        motion,
+        cells,
+        tracking,
+    })
 }
 
 fn cells_table(c: &[cells::CellScore]) -> Table {

@@ -1,0 +1,291 @@
+//! The `track` stage of a run: reads the detect stage's ROIs and images from the
+//! run folder, tracks cells across sessions ([`crate::track`]) and writes
+//! `cells.parquet`, `alignment.parquet` and `track_pairs.parquet`.
+
+use super::RunLayout;
+use crate::config::{Experiment, Params};
+use crate::error::{Error, Result};
+use crate::io::table::{read_table, write_table, Column, Table};
+use crate::io::tiff::TiffPageReader;
+use crate::progress::Progress;
+use crate::track::align::AlignImage;
+use crate::track::footprint::TrackRoi;
+use crate::track::{track_sessions, AblationInput, TrackSession, Tracking};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Read a single-page float image written by the run.
+pub fn read_image(path: &Path) -> Result<AlignImage> {
+    let mut r = TiffPageReader::open(path)?;
+    let (width, height) = (r.info().width, r.info().height);
+    let mut data = vec![0f32; width * height];
+    if !r.read_page_into(&mut data)? {
+        return Err(Error::input(path, "the image file has no page"));
+    }
+    Ok(AlignImage {
+        width,
+        height,
+        data,
+    })
+}
+
+/// ROIs of every session in rois.parquet, by session id.
+fn read_rois(path: &Path, cells_only: bool) -> Result<BTreeMap<String, Vec<TrackRoi>>> {
+    let t = read_table(path)?;
+    let (sess, roi, cx, cy) = (
+        t.strs(path, "session")?,
+        t.u32s(path, "roi")?,
+        t.f32s(path, "centroid_x")?,
+        t.f32s(path, "centroid_y")?,
+    );
+    let (pixels, weights, is_cell) = (
+        t.lists_u32(path, "pixels")?,
+        t.lists_f32(path, "weights")?,
+        t.bools(path, "is_cell")?,
+    );
+    // Written by cortexmap's detect stage; other tools' tables may lack them.
+    let source = t.strs(path, "source").ok();
+    let snr = t.f32s(path, "snr").ok();
+    let mut out: BTreeMap<String, Vec<TrackRoi>> = BTreeMap::new();
+    for i in 0..sess.len() {
+        if cells_only && !is_cell[i] {
+            continue;
+        }
+        if !(cx[i].is_finite() && cy[i].is_finite()) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "session '{}' ROI {} has a non-finite centroid",
+                    sess[i], roi[i]
+                ),
+            ));
+        }
+        out.entry(sess[i].clone()).or_default().push(TrackRoi {
+            roi: roi[i],
+            x: cx[i] as f64,
+            y: cy[i] as f64,
+            pixels: pixels[i].clone(),
+            weights: weights[i].clone(),
+            anatomical: source.is_some_and(|s| s[i] == "anatomy"),
+            snr: snr.map_or(f32::INFINITY, |s| s[i]),
+        });
+    }
+    Ok(out)
+}
+
+/// The image a session is aligned by: the structural channel's mean when the run
+/// has one (nuclei are sharp, stable landmarks), else the enhanced mean.
+fn alignment_image(layout: &RunLayout, session: &str) -> Result<AlignImage> {
+    let structural = layout.image(session, "structural_mean");
+    if structural.exists() {
+        return read_image(&structural);
+    }
+    let enhanced = layout.image(session, "enhanced");
+    if !enhanced.exists() {
+        return Err(Error::input(
+            &enhanced,
+            "the detect stage's enhanced mean image is missing; rerun from detect",
+        ));
+    }
+    read_image(&enhanced)
+}
+
+/// The track stage over the run folder.
+pub fn run_track(
+    exp: &Experiment,
+    layout: &RunLayout,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<Tracking> {
+    let rois_path = layout.table("rois");
+    if !rois_path.exists() {
+        return Err(Error::input(
+            &rois_path,
+            "the track stage needs rois.parquet from the detect stage",
+        ));
+    }
+    let mut rois = read_rois(&rois_path, params.track.cells_only)?;
+    let mut sessions = Vec::with_capacity(exp.sessions.len());
+    for s in &exp.sessions {
+        let image = alignment_image(layout, &s.id)?;
+        sessions.push(TrackSession {
+            id: s.id.clone(),
+            day: s.day,
+            width: image.width,
+            height: image.height,
+            rois: rois.remove(&s.id).unwrap_or_default(),
+            image,
+        });
+    }
+    let reference = exp
+        .sessions
+        .iter()
+        .position(|s| s.id == exp.reference)
+        .ok_or_else(|| Error::internal("the reference session is not in the manifest"))?;
+    let ablation = exp.ablation.as_ref().map(|a| AblationInput {
+        after_day: a.after_day,
+        targets: &a.targets,
+        targets_file: &a.targets_path,
+    });
+    let types = exp.cell_types.clone().unwrap_or_default();
+    let tracking = track_sessions(
+        &sessions,
+        reference,
+        ablation.as_ref(),
+        &types,
+        &params.track,
+        progress,
+    )?;
+    write_tracking(layout, &sessions, &tracking, exp.cell_types.is_some())?;
+    Ok(tracking)
+}
+
+/// Write cells.parquet, alignment.parquet and track_pairs.parquet.
+pub fn write_tracking(
+    layout: &RunLayout,
+    sessions: &[TrackSession],
+    t: &Tracking,
+    typed: bool,
+) -> Result<()> {
+    write_table(layout.table("cells"), &cells_table(sessions, t, typed))?;
+    write_table(layout.table("alignment"), &alignment_table(sessions, t))?;
+    write_table(layout.table("track_pairs"), &pairs_table(sessions, t))?;
+    Ok(())
+}
+
+/// One row per tracked cell × session.
+pub fn cells_table(sessions: &[TrackSession], t: &Tracking, typed: bool) -> Table {
+    let mut c = CellColumns::default();
+    for (id, cell) in t.cells.iter().enumerate() {
+        let n_sessions = cell.rois.iter().flatten().count() as u32;
+        for (s, sess) in sessions.iter().enumerate() {
+            c.cell.push(id as u32);
+            c.session.push(sess.id.clone());
+            c.day.push(sess.day);
+            c.roi.push(cell.rois[s]);
+            c.x_ref.push(cell.x_ref as f32);
+            c.y_ref.push(cell.y_ref as f32);
+            c.roi_x_ref.push(cell.ref_xy[s].map(|p| p.0 as f32));
+            c.roi_y_ref.push(cell.ref_xy[s].map(|p| p.1 as f32));
+            c.n_sessions.push(n_sessions);
+            c.confidence.push(cell.confidence[s].map(|p| p as f32));
+            c.ablated.push(cell.tags.ablated());
+            c.targeted.push(cell.tags.target.is_some());
+            c.outcome.push(
+                cell.tags
+                    .outcome
+                    .map(|o| o.as_str().to_string())
+                    .unwrap_or_default(),
+            );
+            c.cell_type
+                .push(cell.tags.cell_type.clone().unwrap_or_default());
+            c.inhibitory
+                .push(typed.then(|| cell.tags.cell_type.as_deref() == Some("inhibitory")));
+        }
+    }
+    let rows = c.cell.len();
+    Table::new()
+        .with("cell", Column::U32(c.cell))
+        .with("session", Column::Str(c.session))
+        .with("day", Column::I32(c.day))
+        .with("roi", Column::OptU32(c.roi))
+        .with("x_ref", Column::F32(c.x_ref))
+        .with("y_ref", Column::F32(c.y_ref))
+        .with("roi_x_ref", Column::OptF32(c.roi_x_ref))
+        .with("roi_y_ref", Column::OptF32(c.roi_y_ref))
+        .with("n_sessions", Column::U32(c.n_sessions))
+        .with("ablated", Column::Bool(c.ablated))
+        .with("targeted", Column::Bool(c.targeted))
+        .with("ablation_outcome", Column::Str(c.outcome))
+        .with("cell_type", Column::Str(c.cell_type))
+        .with("inhibitory", Column::OptBool(c.inhibitory))
+        // Set by the analysis stage (SCIENCE.md §3.6); unknown until then.
+        .with("initially_silent", Column::OptBool(vec![None; rows]))
+        .with("match_confidence", Column::OptF32(c.confidence))
+}
+
+#[derive(Default)]
+struct CellColumns {
+    cell: Vec<u32>,
+    session: Vec<String>,
+    day: Vec<i32>,
+    roi: Vec<Option<u32>>,
+    x_ref: Vec<f32>,
+    y_ref: Vec<f32>,
+    roi_x_ref: Vec<Option<f32>>,
+    roi_y_ref: Vec<Option<f32>>,
+    n_sessions: Vec<u32>,
+    confidence: Vec<Option<f32>>,
+    ablated: Vec<bool>,
+    targeted: Vec<bool>,
+    outcome: Vec<String>,
+    cell_type: Vec<String>,
+    inhibitory: Vec<Option<bool>>,
+}
+
+/// One row per session: its map to reference coordinates and its quality.
+pub fn alignment_table(sessions: &[TrackSession], t: &Tracking) -> Table {
+    let a = &t.alignments;
+    let f =
+        |g: &dyn Fn(&crate::track::align::Alignment) -> f64| Column::F64(a.iter().map(g).collect());
+    let m = |i: usize, j: usize| f(&|x| x.transform.m[i][j]);
+    Table::new()
+        .with(
+            "session",
+            Column::Str(sessions.iter().map(|s| s.id.clone()).collect()),
+        )
+        .with("day", Column::I32(sessions.iter().map(|s| s.day).collect()))
+        .with("dx", m(0, 2))
+        .with("dy", m(1, 2))
+        .with("rotation_deg", f(&|x| x.transform.rotation_deg()))
+        .with("scale", f(&|x| x.transform.scale()))
+        .with("a11", m(0, 0))
+        .with("a12", m(0, 1))
+        .with("a21", m(1, 0))
+        .with("a22", m(1, 1))
+        .with("image_corr", f(&|x| x.image_corr))
+        .with("image_peak", f(&|x| x.image_peak))
+        .with(
+            "n_rois",
+            Column::U32(sessions.iter().map(|s| s.rois.len() as u32).collect()),
+        )
+        .with(
+            "n_pairs",
+            Column::U32(a.iter().map(|x| x.n_pairs as u32).collect()),
+        )
+        .with("paired_fraction", f(&|x| x.paired_fraction))
+        .with("residual_px", f(&|x| x.residual_px))
+        .with(
+            "point_fit",
+            Column::Bool(a.iter().map(|x| x.point_fit).collect()),
+        )
+}
+
+/// One row per candidate pair of ROIs: features and P(same cell).
+pub fn pairs_table(sessions: &[TrackSession], t: &Tracking) -> Table {
+    let p = &t.pairs;
+    let id = |s: usize| sessions[s].id.clone();
+    Table::new()
+        .with(
+            "session_a",
+            Column::Str(p.iter().map(|x| id(x.session_a)).collect()),
+        )
+        .with("roi_a", Column::U32(p.iter().map(|x| x.roi_a).collect()))
+        .with(
+            "session_b",
+            Column::Str(p.iter().map(|x| id(x.session_b)).collect()),
+        )
+        .with("roi_b", Column::U32(p.iter().map(|x| x.roi_b).collect()))
+        .with(
+            "distance_px",
+            Column::F32(p.iter().map(|x| x.distance_px as f32).collect()),
+        )
+        .with(
+            "similarity",
+            Column::F32(p.iter().map(|x| x.similarity as f32).collect()),
+        )
+        .with(
+            "p_same",
+            Column::F32(p.iter().map(|x| x.p_same as f32).collect()),
+        )
+}
