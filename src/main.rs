@@ -97,6 +97,24 @@ enum Command {
         /// The TIFF file.
         file: PathBuf,
     },
+    /// Track cells across sessions given only their spatial footprints (e.g. from
+    /// another extraction tool): align the sessions, match the cells, write
+    /// cells.parquet, alignment.parquet and track_pairs.parquet into OUT.
+    TrackFootprints {
+        /// Footprint files, one per session, in session order (JSON: {height, width,
+        /// cells: [{coordinates: [[row, col], ...], weights: [...]}]}).
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// The reference session, as a position in FILES (1 = the first).
+        #[arg(long, default_value_t = 1)]
+        reference: usize,
+        /// Parameter file ([track] section; see pipeline/default.toml).
+        #[arg(long)]
+        params: Option<PathBuf>,
+    },
     /// Benchmarks (speed figures, not tests).
     Bench {
         #[command(subcommand)]
@@ -332,7 +350,8 @@ fn run_cmd(
         println!("{id}: {n} ROIs, {cells} of them is_cell (cell diameter {diameter:.1} px)");
     }
     if let Some(t) = &s.tracking {
-        print_tracking(&s.sessions, t);
+        let ids: Vec<String> = s.sessions.iter().map(|x| x.id.clone()).collect();
+        print_tracking(&ids, t);
     }
     for t in &s.tables {
         println!("wrote {}", t.display());
@@ -340,13 +359,45 @@ fn run_cmd(
     Ok(())
 }
 
-fn print_tracking(sessions: &[pipeline::SessionSummary], t: &cortexmap::track::Tracking) {
+fn track_footprints_cmd(
+    files: &[PathBuf],
+    out: &Path,
+    reference: usize,
+    params: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let params = load_params(params)?;
+    if reference == 0 {
+        return Err(Error::usage("--reference counts from 1"));
+    }
+    let started = std::time::Instant::now();
+    let (sessions, t) =
+        pipeline::track::track_footprint_files(files, reference - 1, out, &params, progress)?;
+    for s in &sessions {
+        println!(
+            "{}: {} footprints, {}x{} px",
+            s.id,
+            s.rois.len(),
+            s.width,
+            s.height
+        );
+    }
+    let ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
+    print_tracking(&ids, &t);
+    println!("tracked in {:.2} s", started.elapsed().as_secs_f64());
+    for name in ["cells", "alignment", "track_pairs"] {
+        println!("wrote {}", out.join(format!("{name}.parquet")).display());
+    }
+    Ok(())
+}
+
+fn print_tracking(sessions: &[String], t: &cortexmap::track::Tracking) {
     println!("alignment to the reference (px, degrees; pairs of cell centroids, residual):");
     for (s, a) in sessions.iter().zip(&t.alignments) {
         let m = &a.transform;
         println!(
             "  {:<6} dx {:>7.2} dy {:>7.2} rot {:>6.2} scale {:.4}  {:>4} pairs ({:>3.0}%), residual {:.2}, image r {:.2}",
-            s.id,
+            s,
             m.m[0][2],
             m.m[1][2],
             m.rotation_deg(),
@@ -699,6 +750,12 @@ fn main() -> ExitCode {
             &progress,
         ),
         Command::Check { file } => check_cmd(file),
+        Command::TrackFootprints {
+            files,
+            out,
+            reference,
+            params,
+        } => track_footprints_cmd(files, out, *reference, params.as_deref(), &progress),
         Command::Score {
             truth,
             regions,

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod csv;
+pub mod footprints;
 pub mod scanimage;
 pub mod table;
 pub mod tiff;

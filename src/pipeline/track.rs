@@ -289,3 +289,97 @@ pub fn pairs_table(sessions: &[TrackSession], t: &Tracking) -> Table {
             Column::F32(p.iter().map(|x| x.p_same as f32).collect()),
         )
 }
+
+/// A session built from a footprint file: its ROIs, and the sum of its
+/// footprints (each scaled to a peak of 1, lightly blurred) as alignment image.
+pub fn footprint_session(
+    id: &str,
+    day: i32,
+    file: &crate::io::footprints::FootprintFile,
+) -> TrackSession {
+    let (w, h) = (file.width, file.height);
+    let mut image = vec![0f32; w * h];
+    let mut rois = Vec::with_capacity(file.cells.len());
+    for (k, (pixels, weights)) in file.cells.iter().enumerate() {
+        let peak = weights.iter().copied().fold(0f32, f32::max);
+        let (mut sx, mut sy, mut sw) = (0f64, 0f64, 0f64);
+        for (&p, &wt) in pixels.iter().zip(weights) {
+            let wt = wt.max(0.0);
+            if peak > 0.0 {
+                image[p as usize] += wt / peak;
+            }
+            sx += wt as f64 * (p as usize % w) as f64;
+            sy += wt as f64 * (p as usize / w) as f64;
+            sw += wt as f64;
+        }
+        if sw <= 0.0 {
+            continue;
+        }
+        rois.push(TrackRoi {
+            roi: k as u32,
+            x: sx / sw,
+            y: sy / sw,
+            pixels: pixels.clone(),
+            weights: weights.clone(),
+            anatomical: false,
+            snr: f32::INFINITY,
+        });
+    }
+    TrackSession {
+        id: id.to_string(),
+        day,
+        width: w,
+        height: h,
+        image: AlignImage {
+            width: w,
+            height: h,
+            data: crate::imgproc::gaussian_blur(&image, w, h, 1.0),
+        },
+        rois,
+    }
+}
+
+/// `cortexmap track-footprints`: track the footprints of `files` (one session
+/// each, in order; sessions are named by file stem and numbered from 1 as days)
+/// against session `reference` (an index into `files`), writing the track tables
+/// into `out`.
+pub fn track_footprint_files(
+    files: &[std::path::PathBuf],
+    reference: usize,
+    out: &Path,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<(Vec<TrackSession>, Tracking)> {
+    params.validate().map_err(Error::usage)?;
+    if files.len() < 2 {
+        return Err(Error::usage(
+            "track-footprints needs at least two footprint files",
+        ));
+    }
+    if reference >= files.len() {
+        return Err(Error::usage(format!(
+            "--reference {}: there are {} files",
+            reference + 1,
+            files.len()
+        )));
+    }
+    let mut sessions = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let doc = crate::io::footprints::read_footprints(f)?;
+        let stem = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("s{}", i + 1));
+        if sessions.iter().any(|s: &TrackSession| s.id == stem) {
+            return Err(Error::input(f, "two footprint files have the same name"));
+        }
+        sessions.push(footprint_session(&stem, i as i32 + 1, &doc));
+    }
+    let tracking = track_sessions(&sessions, reference, None, &[], &params.track, progress)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::output(out, e))?;
+    let layout = RunLayout {
+        root: out.to_path_buf(),
+    };
+    write_tracking(&layout, &sessions, &tracking, false)?;
+    Ok((sessions, tracking))
+}

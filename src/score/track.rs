@@ -335,7 +335,11 @@ fn tag_scores(
             .copied()
             .filter(|t| truth.contains(t))
             .collect();
-        let (p, _, _) = prf(n_correct, predicted.len(), truth.len());
+        let p = if predicted.is_empty() {
+            f64::NAN
+        } else {
+            prf(n_correct, predicted.len(), truth.len()).0
+        };
         TagScore {
             tag: tag.to_string(),
             n_true: truth.len(),

@@ -24,6 +24,9 @@ use super::transform::Affine;
 use crate::error::{Error, Result};
 use crate::motion::rigid::{golden_max, Correlator};
 
+/// Fewest centroid pairs for an affine fit; fewer get rotation + translation.
+pub const MIN_AFFINE_PAIRS: usize = 60;
+
 /// An image to align: row-major, `width × height`.
 #[derive(Debug, Clone)]
 pub struct AlignImage {
@@ -238,7 +241,8 @@ fn point_step(
             .collect();
         let from: Vec<(f64, f64)> = kept.iter().map(|&(i, _)| points[i]).collect();
         let to: Vec<(f64, f64)> = kept.iter().map(|&(_, j)| reference[j]).collect();
-        let fitted = if s.affine && kept.len() >= 12 {
+        // Six parameters need many pairs; with few, the rigid map is the better estimate.
+        let fitted = if s.affine && kept.len() >= MIN_AFFINE_PAIRS {
             Affine::fit(&from, &to)
         } else {
             Affine::fit_rigid(&from, &to)
@@ -311,16 +315,24 @@ pub fn align_session(
     } else {
         None
     };
-    let (transform, n_pairs, residual, point_fit) = match fitted {
-        Some((m, n, r)) => (m, n, r, true),
-        None => (coarse, 0, f64::NAN, false),
+    let coarse_corr = aligned_image_corr(ref_img, mov_img, &coarse);
+    // With few ROIs a bad pairing can beat the image map's fit; the aligned
+    // images' correlation arbitrates (within a hair, the point fit wins: with many
+    // cells it is the more precise).
+    let fitted = fitted.map(|(m, n, r)| (m, n, r, aligned_image_corr(ref_img, mov_img, &m)));
+    let attempt = fitted.as_ref().map_or((0, f64::NAN), |f| (f.1, f.2));
+    let fitted = fitted.filter(|f| !(f.3 < coarse_corr - 0.005));
+    let (transform, point_fit, image_corr) = match fitted {
+        Some((m, _, _, c)) => (m, true, c),
+        None => (coarse, false, coarse_corr),
     };
+    // The pairing figures describe the point fit, also when the image map won.
+    let (n_pairs, residual) = attempt;
     let paired_fraction = if smaller > 0 {
         n_pairs as f64 / smaller as f64
     } else {
         f64::NAN
     };
-    let image_corr = aligned_image_corr(ref_img, mov_img, &transform);
     let al = Alignment {
         transform,
         image_peak: peak,
@@ -334,13 +346,14 @@ pub fn align_session(
     Ok(al)
 }
 
-/// Refuse an alignment that pairs no more cells than chance would: chance pairs
-/// are few and their residual is a sizeable part of the gate.
+/// Refuse an alignment that pairs no more cells than chance would (chance pairs
+/// are few and their residual is a sizeable part of the gate) and whose aligned
+/// images do not look alike either.
 fn check_overlap(session: &str, al: &Alignment, smaller: usize, gate: f64) -> Result<()> {
     let chance_like =
         al.paired_fraction < 0.25 || (al.paired_fraction < 0.5 && !(al.residual_px <= 0.25 * gate));
-    let no_image = !(al.image_corr > 0.05);
-    if (smaller >= 20 && chance_like) || (smaller < 20 && no_image) {
+    let unlike = !(al.image_corr >= 0.3);
+    if unlike && (smaller < 20 || chance_like) {
         return Err(Error::usage(format!(
             "session '{session}' could not be aligned to the reference: {} of {smaller} ROIs \
              pair up (residual {:.2} px) and the aligned images correlate at {:.2}; do the two \

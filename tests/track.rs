@@ -1,0 +1,352 @@
+//! The track stage: alignment, matching and tags against the simulator's truth,
+//! footprint input, and bad input.
+
+mod common;
+
+use common::bin;
+use cortexmap::config::{Params, TrackParams};
+use cortexmap::io::csv::Position;
+use cortexmap::io::footprints::FootprintFile;
+use cortexmap::io::table::read_table;
+use cortexmap::pipeline::track::footprint_session;
+use cortexmap::pipeline::{run, Stage};
+use cortexmap::progress::NoProgress;
+use cortexmap::simulate::{self, SimConfig};
+use cortexmap::track::{track_sessions, AblationInput, TrackSession};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Per session (truth order): (cell id, pixels, weights) of every visible cell.
+type TruthFootprints = BTreeMap<String, Vec<(u32, Vec<u32>, Vec<f32>)>>;
+
+fn truth_footprints(truth: &Path) -> TruthFootprints {
+    let p = truth.join("footprints.parquet");
+    let t = read_table(&p).unwrap();
+    let (s, c, px, w) = (
+        t.strs(&p, "session").unwrap(),
+        t.u32s(&p, "cell").unwrap(),
+        t.lists_u32(&p, "pixels").unwrap(),
+        t.lists_f32(&p, "weights").unwrap(),
+    );
+    let mut out: TruthFootprints = BTreeMap::new();
+    for i in 0..s.len() {
+        out.entry(s[i].clone())
+            .or_default()
+            .push((c[i], px[i].clone(), w[i].clone()));
+    }
+    out
+}
+
+/// A standard-like experiment's true footprints, tracked as if another tool had
+/// found them: every link must be right, under the true day-to-day shifts and
+/// rotations (up to ~15 px and ~3°).
+#[test]
+fn tracks_the_true_footprints_of_a_simulated_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        width: 256,
+        height: 256,
+        n_cells: 130,
+        day_rotation_sd_deg: 1.5,
+        ..SimConfig::standard()
+    };
+    simulate::simulate_truth_only(&cfg, 3, dir.path()).unwrap();
+    let fps = truth_footprints(&dir.path().join("truth"));
+    let days: Vec<i32> = cfg.days.clone();
+    let mut sessions: Vec<TrackSession> = Vec::new();
+    let mut cell_of: Vec<Vec<u32>> = Vec::new();
+    for d in &days {
+        let id = SimConfig::session_id(*d);
+        let cells = &fps[&id];
+        let file = FootprintFile {
+            width: cfg.width,
+            height: cfg.height,
+            cells: cells
+                .iter()
+                .map(|(_, p, w)| (p.clone(), w.clone()))
+                .collect(),
+        };
+        let s = footprint_session(&id, *d, &file);
+        cell_of.push(s.rois.iter().map(|r| cells[r.roi as usize].0).collect());
+        sessions.push(s);
+    }
+    let reference = days.iter().position(|&d| d == cfg.reference_day).unwrap();
+    let t = track_sessions(
+        &sessions,
+        reference,
+        None,
+        &[],
+        &TrackParams::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    // Every track holds one true cell, and every true cell is one track.
+    let mut tracks_of_cell: BTreeMap<u32, usize> = BTreeMap::new();
+    for c in &t.cells {
+        let truth: Vec<u32> = c
+            .rois
+            .iter()
+            .enumerate()
+            .filter_map(|(s, r)| {
+                r.map(|r| {
+                    let k = sessions[s].rois.iter().position(|x| x.roi == r).unwrap();
+                    cell_of[s][k]
+                })
+            })
+            .collect();
+        assert!(
+            truth.windows(2).all(|w| w[0] == w[1]),
+            "mixed track {truth:?}"
+        );
+        *tracks_of_cell.entry(truth[0]).or_default() += 1;
+    }
+    let split = tracks_of_cell.values().filter(|&&n| n > 1).count();
+    assert_eq!(split, 0, "{split} cells split into several tracks");
+    for (s, a) in t.alignments.iter().enumerate() {
+        assert!(a.residual_px < 0.3 || s == reference, "{a:?}");
+    }
+}
+
+fn small_tracked() -> SimConfig {
+    SimConfig {
+        name: "small-track".into(),
+        width: 128,
+        height: 128,
+        n_cells: 40,
+        days: vec![3, 5, 7],
+        n_tones: 7,
+        n_complex: 5,
+        repetitions: 2,
+        frames: Some(600),
+        frames_per_file: 300,
+        n_ablate: 4,
+        day_rotation_sd_deg: 1.5,
+        deflate: false,
+        ..SimConfig::standard()
+    }
+}
+
+/// The whole pipeline up to `track` on a small simulation: links and the
+/// ablated tag against the truth; `--from track` reproduces the tables.
+#[test]
+fn run_until_track_links_cells_and_finds_the_ablated_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let s = simulate::simulate(&small_tracked(), 2, &exp, false, &NoProgress).unwrap();
+    let out = dir.path().join("run");
+    let summary = run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        Some(Stage::Track),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    let tracking = summary.tracking.expect("the track stage ran");
+    assert_eq!(tracking.alignments.len(), 3);
+    let cells = read_table(out.join("cells.parquet")).unwrap();
+    assert_eq!(cells.n_rows(), tracking.cells.len() * 3);
+
+    let score = cortexmap::score::score(&exp, &out).unwrap();
+    let t = score.tracking.expect("tracking was scored");
+    assert!(t.pooled.n_true >= 30, "{:?}", t.pooled);
+    assert!(t.pooled.precision >= 0.97, "{:?}", t.pooled);
+    assert!(t.pooled.recall >= 0.95, "{:?}", t.pooled);
+    for (s, e) in &t.alignment {
+        assert!(
+            *e < 0.5,
+            "session {s}: alignment RMSE {e} px; {:?}",
+            tracking.alignments
+        );
+    }
+    let ablated = &t.tags[0];
+    assert_eq!(ablated.tag, "ablated");
+    assert!(ablated.precision >= 0.99, "{ablated:?}");
+    assert!(
+        ablated.n_correct >= ablated.n_true_detected.saturating_sub(1),
+        "{ablated:?}"
+    );
+    for name in ["tracking", "tags", "alignment"] {
+        assert!(out.join("score").join(format!("{name}.parquet")).exists());
+    }
+
+    let before = std::fs::read(out.join("cells.parquet")).unwrap();
+    let res = bin()
+        .args([
+            "run",
+            s.manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--from",
+            "track",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("tracked cells"), "{stdout}");
+    assert_eq!(std::fs::read(out.join("cells.parquet")).unwrap(), before);
+}
+
+/// Footprints of `n` discs scattered with `seed` over a `w × h` frame.
+fn scattered(n: usize, w: usize, h: usize, seed: u64) -> FootprintFile {
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut centres: Vec<(f64, f64)> = Vec::new();
+    while centres.len() < n {
+        let c = (
+            6.0 + next() * (w as f64 - 12.0),
+            6.0 + next() * (h as f64 - 12.0),
+        );
+        if centres.iter().all(|q| (q.0 - c.0).hypot(q.1 - c.1) > 10.0) {
+            centres.push(c);
+        }
+    }
+    let cells = centres
+        .iter()
+        .map(|&(cx, cy)| {
+            let (mut p, mut wt) = (vec![], vec![]);
+            for y in 0..h {
+                for x in 0..w {
+                    let d = (x as f64 - cx).hypot(y as f64 - cy);
+                    if d <= 4.0 {
+                        p.push((y * w + x) as u32);
+                        wt.push((1.0 - d / 5.0) as f32);
+                    }
+                }
+            }
+            (p, wt)
+        })
+        .collect();
+    FootprintFile {
+        width: w,
+        height: h,
+        cells,
+    }
+}
+
+fn json_of(f: &FootprintFile) -> String {
+    let cells: Vec<serde_json::Value> = f
+        .cells
+        .iter()
+        .map(|(p, w)| {
+            let coords: Vec<[usize; 2]> = p
+                .iter()
+                .map(|&i| [i as usize / f.width, i as usize % f.width])
+                .collect();
+            serde_json::json!({"coordinates": coords, "weights": w})
+        })
+        .collect();
+    serde_json::json!({"height": f.height, "width": f.width, "cells": cells}).to_string()
+}
+
+#[test]
+fn track_footprints_command_tracks_files_and_refuses_unrelated_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = scattered(60, 160, 140, 1);
+    // Session b: the same cells minus three, shifted by (3, -2) px.
+    let mut b = a.clone();
+    b.cells.truncate(57);
+    for (p, _) in b.cells.iter_mut() {
+        for i in p.iter_mut() {
+            let (x, y) = (*i as usize % 160, *i as usize / 160);
+            *i = ((y - 2) * 160 + x + 3) as u32;
+        }
+    }
+    let unrelated = scattered(60, 160, 140, 77);
+    for (name, f) in [("a", &a), ("b", &b), ("c", &unrelated)] {
+        std::fs::write(dir.path().join(format!("{name}.json")), json_of(f)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let res = bin()
+        .args(["track-footprints", &p("a.json"), &p("b.json"), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("60 tracked cells"), "{stdout}");
+    let cells = read_table(out.join("cells.parquet")).unwrap();
+    assert_eq!(cells.n_rows(), 120);
+    let al = read_table(out.join("alignment.parquet")).unwrap();
+    let path = out.join("alignment.parquet");
+    let dx = al.f64s(&path, "dx").unwrap();
+    let dy = al.f64s(&path, "dy").unwrap();
+    assert!(
+        (dx[1] + 3.0).abs() < 0.05 && (dy[1] - 2.0).abs() < 0.05,
+        "{dx:?} {dy:?}"
+    );
+
+    let out2 = dir.path().join("out2");
+    let res = bin()
+        .args(["track-footprints", &p("a.json"), &p("c.json"), "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("'c'") && err.contains("same field of view"),
+        "{err}"
+    );
+    assert!(!out2.join("cells.parquet").exists());
+}
+
+#[test]
+fn a_session_without_rois_and_targets_outside_the_fov() {
+    let a = footprint_session("d1", 1, &scattered(40, 120, 120, 5));
+    let mut empty = footprint_session("d3", 3, &scattered(40, 120, 120, 5));
+    empty.rois.clear();
+    let sessions = vec![a, empty];
+    let t = track_sessions(
+        &sessions,
+        0,
+        None,
+        &[],
+        &TrackParams::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(t.cells.len(), 40);
+    assert!(t.cells.iter().all(|c| c.rois[1].is_none()));
+
+    let targets = [Position {
+        x: 500.0,
+        y: 20.0,
+        kind: None,
+    }];
+    let ablation = AblationInput {
+        after_day: 1,
+        targets: &targets,
+        targets_file: Path::new("ablation_targets.csv"),
+    };
+    let err = track_sessions(
+        &sessions,
+        0,
+        Some(&ablation),
+        &[],
+        &TrackParams::default(),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ablation_targets.csv") && err.contains("outside"),
+        "{err}"
+    );
+}
