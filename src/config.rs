@@ -1074,6 +1074,11 @@ pub struct TrackParams {
     /// Fit an affine map (rotation, scale, shear, translation) to the cell
     /// centroids; false keeps rotation + translation.
     pub affine: bool,
+    /// Add a smooth nonrigid field (kernel regression of the centroid residuals)
+    /// after the affine map, kept only where it predicts held-out cells better.
+    pub nonrigid: bool,
+    /// Kernel width of the nonrigid field, px; 0 = a sixth of the larger side.
+    pub nonrigid_sigma_px: f64,
     /// Largest centroid distance of a candidate pair, px; 0 = `gate_diameters`
     /// times the median ROI diameter.
     pub max_distance_px: f64,
@@ -1097,6 +1102,8 @@ impl Default for TrackParams {
             max_rotation_deg: 5.0,
             max_shift_px: 60.0,
             affine: true,
+            nonrigid: false,
+            nonrigid_sigma_px: 0.0,
             max_distance_px: 0.0,
             gate_diameters: 1.0,
             p_same_threshold: 0.5,
@@ -1116,6 +1123,7 @@ impl TrackParams {
             ));
         }
         positive("max_shift_px", self.max_shift_px)?;
+        non_negative("nonrigid_sigma_px", self.nonrigid_sigma_px)?;
         non_negative("max_distance_px", self.max_distance_px)?;
         positive("gate_diameters", self.gate_diameters)?;
         if !(self.p_same_threshold > 0.0 && self.p_same_threshold < 1.0) {

@@ -50,7 +50,8 @@ enum Command {
     /// (512x512, ~400 cells, 7 sessions), and the cohorts control, ablate-responsive,
     /// ablate-silent, ablate-inhibitory at standard size.
     Simulate(SimulateArgs),
-    /// Run the pipeline on an experiment (this build: ingest, motion).
+    /// Run the pipeline on an experiment (this build: ingest, motion, detect,
+    /// extract, track).
     Run {
         /// The experiment's manifest (experiment.toml).
         manifest: PathBuf,
@@ -60,15 +61,16 @@ enum Command {
         /// Parameter file (see pipeline/default.toml); defaults when absent.
         #[arg(long)]
         params: Option<PathBuf>,
-        /// Stop after this stage.
+        /// Stop after this stage (ingest, motion, detect, extract, track).
         #[arg(long)]
         until: Option<String>,
-        /// Start at this stage ('detect' reuses the motion-corrected frames and
-        /// tables an earlier run left in --out).
+        /// Start at this stage: 'detect' reuses the motion-corrected frames and
+        /// tables an earlier run left in --out; 'track' reuses its ROIs and images.
         #[arg(long)]
         from: Option<String>,
     },
-    /// Score a run against a simulated experiment's truth (this build: motion).
+    /// Score a run against a simulated experiment's truth: motion, ROIs and
+    /// traces, tracking and tags (whatever the run has).
     Score {
         /// The simulated experiment (or its truth/ folder).
         #[arg(long, required_unless_present = "regions", conflicts_with = "regions")]

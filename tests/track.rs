@@ -71,15 +71,27 @@ fn tracks_the_true_footprints_of_a_simulated_experiment() {
         sessions.push(s);
     }
     let reference = days.iter().position(|&d| d == cfg.reference_day).unwrap();
-    let t = track_sessions(
-        &sessions,
-        reference,
-        None,
-        &[],
-        &TrackParams::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let track_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            track_sessions(
+                &sessions,
+                reference,
+                None,
+                &[],
+                &TrackParams::default(),
+                &NoProgress,
+            )
+            .unwrap()
+        })
+    };
+    let t = track_with(2);
+    let one = track_with(1);
+    assert_eq!(one.cells, t.cells, "1 and 2 threads give the same tracks");
+    assert_eq!(one.pairs, t.pairs);
     // Every track holds one true cell, and every true cell is one track.
     let mut tracks_of_cell: BTreeMap<u32, usize> = BTreeMap::new();
     for c in &t.cells {

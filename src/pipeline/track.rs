@@ -259,6 +259,15 @@ pub fn alignment_table(sessions: &[TrackSession], t: &Tracking) -> Table {
             "point_fit",
             Column::Bool(a.iter().map(|x| x.point_fit).collect()),
         )
+        .with(
+            "nonrigid",
+            Column::Bool(a.iter().map(|x| x.field.is_some()).collect()),
+        )
+        .with("nonrigid_residual_px", f(&|x| x.nonrigid_residual_px))
+        .with(
+            "nonrigid_rms_px",
+            f(&|x| x.field.as_ref().map_or(0.0, |f| f.rms())),
+        )
 }
 
 /// One row per candidate pair of ROIs: features and P(same cell).

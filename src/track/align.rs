@@ -20,6 +20,7 @@
 //! their residual is as large as chance pairs would give: the sessions do not
 //! image the same tissue.
 
+use super::field::DisplacementField;
 use super::transform::Affine;
 use crate::error::{Error, Result};
 use crate::motion::rigid::{golden_max, Correlator};
@@ -44,6 +45,10 @@ pub struct AlignSettings {
     pub affine: bool,
     /// Largest centroid distance of a point pair, px (the first ICP gate).
     pub gate_px: f64,
+    /// Add a smooth nonrigid field after the affine map ([`super::field`]).
+    pub nonrigid: bool,
+    /// Kernel width of that field, px; 0 = a sixth of the reference's larger side.
+    pub nonrigid_sigma_px: f64,
 }
 
 /// The alignment of one session and how good it is.
@@ -64,6 +69,40 @@ pub struct Alignment {
     pub residual_px: f64,
     /// The point fit was used (else only the image map).
     pub point_fit: bool,
+    /// The nonrigid field after the affine map, when asked for and when it
+    /// predicts held-out cells better than the affine map alone.
+    pub field: Option<DisplacementField>,
+    /// Leave-one-out RMS residual of the pairs with the field, px (NaN without).
+    pub nonrigid_residual_px: f64,
+}
+
+impl Alignment {
+    /// The alignment of the reference session with itself.
+    pub fn identity(n_rois: usize) -> Self {
+        Alignment {
+            transform: Affine::identity(),
+            image_peak: f64::NAN,
+            image_corr: 1.0,
+            n_pairs: n_rois,
+            paired_fraction: 1.0,
+            residual_px: 0.0,
+            point_fit: false,
+            field: None,
+            nonrigid_residual_px: f64::NAN,
+        }
+    }
+
+    /// The field's displacement at reference position `q` (zero without a field).
+    pub fn field_at(&self, q: (f64, f64)) -> (f64, f64) {
+        self.field.as_ref().map_or((0.0, 0.0), |f| f.at(q))
+    }
+
+    /// Map a session point to reference coordinates (affine, then the field).
+    pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {
+        let q = self.transform.apply(x, y);
+        let d = self.field_at(q);
+        (q.0 + d.0, q.1 + d.1)
+    }
 }
 
 /// Resample `img` onto a `w × h` canvas through `inv` (canvas → image coordinates),
@@ -211,13 +250,21 @@ fn mutual_pairs(moved: &[(f64, f64)], reference: &[(f64, f64)], gate: f64) -> Ve
         .collect()
 }
 
-/// Iterative closest points from `init`; returns the map, pairs and RMS residual.
+/// The result of the point step: the map, the pairs of its last fit
+/// (session point, reference point) and their RMS residual.
+struct PointFit {
+    map: Affine,
+    pairs: Vec<((f64, f64), (f64, f64))>,
+    residual: f64,
+}
+
+/// Iterative closest points from `init`.
 fn point_step(
     init: Affine,
     points: &[(f64, f64)],
     reference: &[(f64, f64)],
     s: &AlignSettings,
-) -> Option<(Affine, usize, f64)> {
+) -> Option<PointFit> {
     let mut map = init;
     let mut result = None;
     for gate in [1.0, 0.75, 0.5, 0.5, 0.5].map(|f| f * s.gate_px) {
@@ -264,9 +311,41 @@ fn point_step(
             .sum::<f64>()
             / from.len() as f64)
             .sqrt();
-        result = Some((map, kept.len(), rms));
+        result = Some(PointFit {
+            map,
+            pairs: from.into_iter().zip(to).collect(),
+            residual: rms,
+        });
     }
     result
+}
+
+/// The smooth field of what the affine map leaves of the pairs' displacements;
+/// None with fewer than 20 pairs or when it does not predict held-out pairs
+/// better than the affine map alone.
+fn nonrigid_field(
+    fit: &PointFit,
+    reference: &AlignImage,
+    s: &AlignSettings,
+) -> Option<DisplacementField> {
+    if fit.pairs.len() < 20 {
+        return None;
+    }
+    let sigma = if s.nonrigid_sigma_px > 0.0 {
+        s.nonrigid_sigma_px
+    } else {
+        reference.width.max(reference.height) as f64 / 6.0
+    };
+    let (points, vectors): (Vec<_>, Vec<_>) = fit
+        .pairs
+        .iter()
+        .map(|(p, q)| {
+            let m = fit.map.apply(p.0, p.1);
+            (m, (q.0 - m.0, q.1 - m.1))
+        })
+        .unzip();
+    let field = DisplacementField::fit(points, vectors, sigma, 1.0);
+    (field.loo_residual() < fit.residual).then_some(field)
 }
 
 /// Pearson correlation of the reference image with `moving` mapped by `map`,
@@ -319,15 +398,23 @@ pub fn align_session(
     // With few ROIs a bad pairing can beat the image map's fit; the aligned
     // images' correlation arbitrates (within a hair, the point fit wins: with many
     // cells it is the more precise).
-    let fitted = fitted.map(|(m, n, r)| (m, n, r, aligned_image_corr(ref_img, mov_img, &m)));
-    let attempt = fitted.as_ref().map_or((0, f64::NAN), |f| (f.1, f.2));
-    let fitted = fitted.filter(|f| !(f.3 < coarse_corr - 0.005));
+    let fitted = fitted.map(|f| {
+        let c = aligned_image_corr(ref_img, mov_img, &f.map);
+        (f, c)
+    });
+    // The pairing figures describe the point fit, also when the image map won.
+    let (n_pairs, residual) = fitted
+        .as_ref()
+        .map_or((0, f64::NAN), |(f, _)| (f.pairs.len(), f.residual));
+    let fitted = fitted.filter(|(_, c)| !(*c < coarse_corr - 0.005));
+    let field = match (&fitted, s.nonrigid) {
+        (Some((f, _)), true) => nonrigid_field(f, ref_img, s),
+        _ => None,
+    };
     let (transform, point_fit, image_corr) = match fitted {
-        Some((m, _, _, c)) => (m, true, c),
+        Some((f, c)) => (f.map, true, c),
         None => (coarse, false, coarse_corr),
     };
-    // The pairing figures describe the point fit, also when the image map won.
-    let (n_pairs, residual) = attempt;
     let paired_fraction = if smaller > 0 {
         n_pairs as f64 / smaller as f64
     } else {
@@ -341,6 +428,8 @@ pub fn align_session(
         paired_fraction,
         residual_px: residual,
         point_fit,
+        nonrigid_residual_px: field.as_ref().map_or(f64::NAN, |f| f.loo_residual()),
+        field,
     };
     check_overlap(session, &al, smaller, s.gate_px)?;
     Ok(al)
@@ -412,6 +501,8 @@ mod tests {
             max_shift_px: 30.0,
             affine: true,
             gate_px: 6.0,
+            nonrigid: false,
+            nonrigid_sigma_px: 0.0,
         }
     }
 
@@ -442,6 +533,49 @@ mod tests {
         }
         assert!(a.image_corr > 0.9, "{}", a.image_corr);
         assert!((a.transform.rotation_deg() - 2.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_nonrigid_field_takes_up_a_smooth_warp() {
+        let (w, h) = (240, 200);
+        let ref_pts = scatter(220, w as f64, h as f64, 11);
+        // The session sees the tissue shifted and smoothly warped (1.5 px).
+        let warp = |p: (f64, f64)| {
+            (
+                p.0 + 4.0 + 1.5 * (p.1 / 40.0).sin(),
+                p.1 - 3.0 + 1.5 * (p.0 / 50.0).cos(),
+            )
+        };
+        let mov_pts: Vec<(f64, f64)> = ref_pts.iter().map(|&p| warp(p)).collect();
+        let mut s = settings();
+        s.nonrigid = true;
+        s.nonrigid_sigma_px = 25.0;
+        let a = align_session(
+            "d2",
+            (&blobs(&ref_pts, w, h), &ref_pts),
+            (&blobs(&mov_pts, w, h), &mov_pts),
+            &s,
+        )
+        .unwrap();
+        assert!(a.field.is_some(), "{a:?}");
+        let err = |f: &dyn Fn(f64, f64) -> (f64, f64)| {
+            let ss: f64 = mov_pts
+                .iter()
+                .zip(&ref_pts)
+                .map(|(m, r)| {
+                    let e = f(m.0, m.1);
+                    (e.0 - r.0).powi(2) + (e.1 - r.1).powi(2)
+                })
+                .sum();
+            (ss / ref_pts.len() as f64).sqrt()
+        };
+        let with_field = err(&|x, y| a.apply(x, y));
+        let affine_only = err(&|x, y| a.transform.apply(x, y));
+        assert!(
+            with_field < 0.5 * affine_only,
+            "{with_field} vs {affine_only}"
+        );
+        assert!(a.nonrigid_residual_px < a.residual_px);
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! ROI footprints moved into reference coordinates, and their similarity.
 
-use super::transform::Affine;
-
 /// One ROI of one session, as the tracker sees it.
 #[derive(Debug, Clone)]
 pub struct TrackRoi {
@@ -28,14 +26,20 @@ pub struct RefFootprint {
 impl RefFootprint {
     /// Move `roi`'s footprint (in a `width`-wide session frame) by `map` onto a
     /// `ref_w × ref_h` grid, spreading each pixel bilinearly.
-    pub fn mapped(roi: &TrackRoi, width: usize, map: &Affine, ref_w: usize, ref_h: usize) -> Self {
+    pub fn mapped(
+        roi: &TrackRoi,
+        width: usize,
+        map: impl Fn(f64, f64) -> (f64, f64),
+        ref_w: usize,
+        ref_h: usize,
+    ) -> Self {
         let mut acc: Vec<(u32, f32)> = Vec::with_capacity(roi.pixels.len() * 4);
         for (&p, &w) in roi.pixels.iter().zip(&roi.weights) {
             if !(w > 0.0) {
                 continue;
             }
             let (x, y) = ((p as usize % width) as f64, (p as usize / width) as f64);
-            let (u, v) = map.apply(x, y);
+            let (u, v) = map(x, y);
             let (x0, y0) = (u.floor(), v.floor());
             let (fx, fy) = ((u - x0) as f32, (v - y0) as f32);
             for (dx, dy, f) in [
@@ -98,6 +102,7 @@ impl RefFootprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::transform::Affine;
 
     fn disc(cx: f64, cy: f64, r: f64, w: usize) -> TrackRoi {
         let (mut pixels, mut weights) = (vec![], vec![]);
@@ -123,18 +128,35 @@ mod tests {
     #[test]
     fn same_shape_is_one_and_disjoint_is_zero() {
         let id = Affine::identity();
-        let a = RefFootprint::mapped(&disc(10.0, 10.0, 4.0, 40), 40, &id, 40, 40);
+        let a = RefFootprint::mapped(
+            &disc(10.0, 10.0, 4.0, 40),
+            40,
+            |x, y| id.apply(x, y),
+            40,
+            40,
+        );
         assert!((a.similarity(&a) - 1.0).abs() < 1e-5);
-        let far = RefFootprint::mapped(&disc(30.0, 30.0, 4.0, 40), 40, &id, 40, 40);
+        let far = RefFootprint::mapped(
+            &disc(30.0, 30.0, 4.0, 40),
+            40,
+            |x, y| id.apply(x, y),
+            40,
+            40,
+        );
         assert_eq!(a.similarity(&far), 0.0);
     }
 
     #[test]
     fn a_moved_footprint_matches_its_moved_twin() {
         let shift = Affine::rotation_about(0.0, (0.0, 0.0), 5.5, -3.0);
-        let moved = RefFootprint::mapped(&disc(12.0, 15.0, 4.0, 40), 40, &shift, 40, 40);
-        let there =
-            RefFootprint::mapped(&disc(17.5, 12.0, 4.0, 40), 40, &Affine::identity(), 40, 40);
+        let moved = RefFootprint::mapped(
+            &disc(12.0, 15.0, 4.0, 40),
+            40,
+            |x, y| shift.apply(x, y),
+            40,
+            40,
+        );
+        let there = RefFootprint::mapped(&disc(17.5, 12.0, 4.0, 40), 40, |x, y| (x, y), 40, 40);
         assert!(
             moved.similarity(&there) > 0.85,
             "{}",

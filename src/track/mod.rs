@@ -18,6 +18,7 @@
 
 pub mod align;
 pub mod cluster;
+pub mod field;
 pub mod footprint;
 pub mod model;
 pub mod tags;
@@ -167,9 +168,15 @@ pub fn track_sessions(
         .map(|g| {
             let (s, k) = (session_of[g], local[g]);
             let roi = &sessions[s].rois[k];
-            let map = &alignments[s].transform;
+            let al = &alignments[s];
+            // The field is smooth on the scale of a cell: one shift per ROI.
+            let shift = al.field_at(al.transform.apply(roi.x, roi.y));
+            let map = |x: f64, y: f64| {
+                let q = al.transform.apply(x, y);
+                (q.0 + shift.0, q.1 + shift.1)
+            };
             (
-                map.apply(roi.x, roi.y),
+                map(roi.x, roi.y),
                 RefFootprint::mapped(roi, sessions[s].width, map, ref_w, ref_h),
             )
         })
@@ -280,6 +287,8 @@ fn align_all(
         max_shift_px: params.max_shift_px,
         affine: params.affine,
         gate_px: gate,
+        nonrigid: params.nonrigid,
+        nonrigid_sigma_px: params.nonrigid_sigma_px,
     };
     let refs = &sessions[reference];
     let ref_pts: Vec<(f64, f64)> = refs.rois.iter().map(|r| (r.x, r.y)).collect();
@@ -289,15 +298,7 @@ fn align_all(
         .enumerate()
         .map(|(s, sess)| {
             let a = if s == reference {
-                Ok(Alignment {
-                    transform: transform::Affine::identity(),
-                    image_peak: f64::NAN,
-                    image_corr: 1.0,
-                    n_pairs: sess.rois.len(),
-                    paired_fraction: 1.0,
-                    residual_px: 0.0,
-                    point_fit: false,
-                })
+                Ok(Alignment::identity(sess.rois.len()))
             } else {
                 let pts: Vec<(f64, f64)> = sess.rois.iter().map(|r| (r.x, r.y)).collect();
                 align_session(
