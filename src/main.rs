@@ -432,7 +432,9 @@ fn print_tracking(sessions: &[String], t: &cortexmap::track::Tracking) {
     );
     if targeted > 0 {
         println!(
-            "ablation targets on tracked cells: {targeted}; ablated {ablated} ({filled} of them still fluorescent without signal)"
+            "ablation targets on tracked cells: {targeted}; ablated {ablated} ({filled} of them still \
+             fluorescent without signal, {} never detected as a ROI)",
+            hist[0]
         );
     }
 }

@@ -59,6 +59,8 @@ pub struct TrackScore {
 /// The run's tracked cells: per cell, per session id, the ROI.
 struct RunCells {
     rois: BTreeMap<u32, BTreeMap<String, u32>>,
+    /// Mean reference position (run coordinates).
+    position: BTreeMap<u32, (f64, f64)>,
     ablated: BTreeMap<u32, bool>,
     outcome: BTreeMap<u32, String>,
 }
@@ -71,8 +73,10 @@ fn read_run_cells(path: &Path) -> Result<RunCells> {
         t.opt_u32s(path, "roi")?,
     );
     let (abl, out) = (t.bools(path, "ablated")?, t.strs(path, "ablation_outcome")?);
+    let (xr, yr) = (t.f32s(path, "x_ref")?, t.f32s(path, "y_ref")?);
     let mut rc = RunCells {
         rois: BTreeMap::new(),
+        position: BTreeMap::new(),
         ablated: BTreeMap::new(),
         outcome: BTreeMap::new(),
     };
@@ -82,6 +86,7 @@ fn read_run_cells(path: &Path) -> Result<RunCells> {
             entry.insert(sess[i].clone(), r);
         }
         rc.ablated.insert(cell[i], abl[i]);
+        rc.position.insert(cell[i], (xr[i] as f64, yr[i] as f64));
         rc.outcome.insert(cell[i], out[i].clone());
     }
     Ok(rc)
@@ -115,8 +120,8 @@ pub fn score_tracking(
     }
     let links = link_scores(&ids, matches, &track_of);
     let pooled = pool(&links);
-    let alignment = alignment_errors(&tt, &truth_cells, run, &ids, offsets)?;
-    let tags = tag_scores(&tt, &truth_cells, &rc, matches, &ids, &post)?;
+    let (alignment, ref_offset) = alignment_errors(&tt, &truth_cells, run, &ids, offsets)?;
+    let tags = tag_scores(&tt, &truth_cells, &rc, matches, &ids, &post, ref_offset)?;
     Ok(Some(TrackScore {
         links,
         pooled,
@@ -241,7 +246,7 @@ fn alignment_errors(
     run: &Path,
     ids: &[String],
     offsets: &BTreeMap<String, (f64, f64)>,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<(Vec<(String, f64)>, (f64, f64))> {
     let maps = run_maps(run)?;
     let reference = maps
         .iter()
@@ -274,7 +279,7 @@ fn alignment_errors(
         }
         out.push((id.clone(), (sum / n.max(1) as f64).sqrt()));
     }
-    Ok(out)
+    Ok((out, ref_off))
 }
 
 fn tag_scores(
@@ -284,6 +289,7 @@ fn tag_scores(
     matches: &Matches,
     ids: &[String],
     post: &[bool],
+    ref_offset: (f64, f64),
 ) -> Result<Vec<TagScore>> {
     let (cell, ablated, outcome) = (
         tt.u32s(path, "cell")?,
@@ -311,8 +317,36 @@ fn tag_scores(
         .filter_map(|s| matches.get(*s))
         .flat_map(|m| m.values().copied())
         .collect();
+    // True cells' reference positions, in the run's reference frame.
+    let (txr, tyr) = (tt.f32s(path, "x_ref")?, tt.f32s(path, "y_ref")?);
+    let true_pos: BTreeMap<u32, (f64, f64)> = (0..cell.len())
+        .map(|i| {
+            (
+                cell[i],
+                (txr[i] as f64 - ref_offset.0, tyr[i] as f64 - ref_offset.1),
+            )
+        })
+        .collect();
+    // A cell without ROIs before the ablation (a target never detected) stands for
+    // the nearest true cell within 4 px of its position.
+    let by_position = |c: u32| -> Option<u32> {
+        let p = rc.position.get(&c)?;
+        true_pos
+            .iter()
+            .map(|(&t, q)| (t, (p.0 - q.0).hypot(p.1 - q.1)))
+            .filter(|(_, d)| *d <= 4.0)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(t, _)| t)
+    };
     // Each tracked cell's true identity: the most frequent match before the ablation.
     let identity = |c: u32| -> Option<u32> {
+        if !rc
+            .rois
+            .get(&c)
+            .is_some_and(|r| r.keys().any(|s| pre.contains(&s)))
+        {
+            return by_position(c);
+        }
         let mut votes: BTreeMap<u32, usize> = BTreeMap::new();
         for (s, r) in rc.rois.get(&c)? {
             if pre.contains(&s) {

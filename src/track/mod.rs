@@ -246,9 +246,26 @@ pub fn track_sessions(
         })
         .collect();
     let targets = ablation.map(|a| a.targets).unwrap_or(&[]);
-    let tagged = tags::tag_tracks(&views, &post, targets, cell_types, tolerance);
+    let (tagged, unseen) = tags::tag_tracks(&views, &post, targets, cell_types, tolerance);
     for (c, t) in cells.iter_mut().zip(tagged) {
         c.tags = t;
+    }
+    // Targets where no ROI was ever found still stand for an ablated cell.
+    let any_post = post.iter().any(|&p| p);
+    for i in unseen {
+        let n = sessions.len();
+        cells.push(Cell {
+            rois: vec![None; n],
+            confidence: vec![None; n],
+            ref_xy: vec![None; n],
+            x_ref: targets[i].x,
+            y_ref: targets[i].y,
+            tags: tags::target_only_tags(
+                i,
+                targets[i].kind.map(|k| k.as_str().to_string()),
+                any_post,
+            ),
+        });
     }
 
     let pairs = raw

@@ -34,6 +34,9 @@ pub enum Outcome {
     Lost,
     Filled,
     Survived,
+    /// No ROI was ever found at the target; the target list is the evidence that
+    /// a cell was there and was ablated.
+    Undetected,
     /// No session after the ablation to tell.
     Unknown,
 }
@@ -44,12 +47,13 @@ impl Outcome {
             Outcome::Lost => "lost",
             Outcome::Filled => "filled",
             Outcome::Survived => "survived",
+            Outcome::Undetected => "undetected",
             Outcome::Unknown => "unknown",
         }
     }
 
     pub fn ablated(self) -> bool {
-        matches!(self, Outcome::Lost | Outcome::Filled)
+        matches!(self, Outcome::Lost | Outcome::Filled | Outcome::Undetected)
     }
 }
 
@@ -131,23 +135,64 @@ fn pair_positions(
 }
 
 /// Tag every track. `post[s]` says whether session s is after the ablation.
+///
+/// Targets are paired first with the tracks seen before the ablation; a target
+/// left over is then paired with a track seen only afterwards and with signal
+/// (the target survived, undetected before). Returns the tags and the targets
+/// still left: no ROI was ever found there, and the caller adds them as cells
+/// without ROIs, tagged [`Outcome::Undetected`] (or `Unknown` without a session
+/// after the ablation).
 pub fn tag_tracks(
     tracks: &[TrackView],
     post: &[bool],
     targets: &[Position],
     cell_types: &[Position],
     tolerance: f64,
-) -> Vec<Tags> {
+) -> (Vec<Tags>, Vec<usize>) {
     let mut tags = vec![Tags::default(); tracks.len()];
     let seen_before = |t: &TrackView| t.signal.iter().zip(post).any(|(s, &p)| !p && s.is_some());
+    let mut left: Vec<bool> = vec![true; targets.len()];
     for (target, track) in pair_positions(targets, tracks, seen_before, tolerance) {
         tags[track].target = Some(target);
         tags[track].outcome = Some(outcome(&tracks[track], post));
+        left[target] = false;
+    }
+    let rest: Vec<usize> = (0..targets.len()).filter(|&i| left[i]).collect();
+    let rest_pos: Vec<Position> = rest.iter().map(|&i| targets[i]).collect();
+    let active_after_only = |t: &TrackView| {
+        !seen_before(t)
+            && t.signal
+                .iter()
+                .zip(post)
+                .any(|(s, &p)| p && *s == Some(true))
+    };
+    for (k, track) in pair_positions(&rest_pos, tracks, active_after_only, tolerance) {
+        tags[track].target = Some(rest[k]);
+        tags[track].outcome = Some(Outcome::Survived);
+        left[rest[k]] = false;
     }
     for (pos, track) in pair_positions(cell_types, tracks, |_| true, tolerance) {
         tags[track].cell_type = cell_types[pos].kind.map(|k| k.as_str().to_string());
     }
-    tags
+    for t in tags.iter_mut() {
+        if let (None, Some(i)) = (&t.cell_type, t.target) {
+            t.cell_type = targets[i].kind.map(|k| k.as_str().to_string());
+        }
+    }
+    (tags, (0..targets.len()).filter(|&i| left[i]).collect())
+}
+
+/// The tags of a cell that exists only as an ablation target.
+pub fn target_only_tags(target: usize, kind: Option<String>, any_post: bool) -> Tags {
+    Tags {
+        target: Some(target),
+        outcome: Some(if any_post {
+            Outcome::Undetected
+        } else {
+            Outcome::Unknown
+        }),
+        cell_type: kind,
+    }
 }
 
 fn outcome(track: &TrackView, post: &[bool]) -> Outcome {
@@ -204,7 +249,9 @@ mod tests {
             pos(49.0, 11.0),
             pos(90.0, 10.0),
         ];
-        let tags = tag_tracks(&tracks, &post, &targets, &[], 4.0);
+        let (tags, left) = tag_tracks(&tracks, &post, &targets, &[], 4.0);
+        // The target at (90, 10) finds the cell that is active only afterwards.
+        assert!(left.is_empty());
         let outcomes: Vec<Option<Outcome>> = tags.iter().map(|t| t.outcome).collect();
         assert_eq!(
             outcomes,
@@ -213,7 +260,7 @@ mod tests {
                 Some(Outcome::Filled),
                 Some(Outcome::Survived),
                 None,
-                None
+                Some(Outcome::Survived)
             ]
         );
         assert!(tags[0].ablated() && tags[1].ablated() && !tags[2].ablated());
@@ -227,15 +274,25 @@ mod tests {
             track(10.0, 10.0, &[Some(true), None]),
             track(14.0, 10.0, &[Some(true), None]),
         ];
-        let tags = tag_tracks(&tracks, &post, &[pos(11.0, 10.0)], &[], 6.0);
+        let (tags, left) = tag_tracks(
+            &tracks,
+            &post,
+            &[pos(11.0, 10.0), pos(60.0, 60.0)],
+            &[],
+            6.0,
+        );
         assert_eq!(tags[0].target, Some(0));
         assert_eq!(tags[1].target, None);
+        // Nothing was ever found at the second target.
+        assert_eq!(left, vec![1]);
+        assert!(target_only_tags(1, None, true).ablated());
+        assert!(!target_only_tags(1, None, false).ablated());
         let types = [Position {
             x: 14.2,
             y: 10.0,
             kind: Some(CellKind::Inhibitory),
         }];
-        let tags = tag_tracks(&tracks, &post, &[], &types, 6.0);
+        let (tags, _) = tag_tracks(&tracks, &post, &[], &types, 6.0);
         assert_eq!(tags[1].cell_type.as_deref(), Some("inhibitory"));
         assert_eq!(tags[0].cell_type, None);
     }
