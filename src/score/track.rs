@@ -240,13 +240,16 @@ fn run_maps(run: &Path) -> Result<BTreeMap<String, crate::track::transform::Affi
         .collect())
 }
 
+/// Per session: RMS alignment error, px.
+type SessionErrors = Vec<(String, f64)>;
+
 fn alignment_errors(
     tt: &Table,
     path: &Path,
     run: &Path,
     ids: &[String],
     offsets: &BTreeMap<String, (f64, f64)>,
-) -> Result<(Vec<(String, f64)>, (f64, f64))> {
+) -> Result<(SessionErrors, (f64, f64))> {
     let maps = run_maps(run)?;
     let reference = maps
         .iter()
