@@ -811,6 +811,7 @@ pub struct Params {
     pub detect: DetectParams,
     pub extract: ExtractParams,
     pub track: TrackParams,
+    pub analysis: AnalysisParams,
 }
 
 /// `[indicator]`: the calcium indicator's kinetics, used to bin the movie for
@@ -1138,6 +1139,83 @@ impl TrackParams {
     }
 }
 
+/// The test of responsiveness (SCIENCE.md §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseTest {
+    /// One-sided Wilcoxon signed-rank.
+    Wilcoxon,
+    /// One-sided paired t-test.
+    Ttest,
+}
+
+/// `[analysis]`: trial responses, responsiveness, single-neuron measures and maps
+/// (see src/analysis and docs/analysis.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisParams {
+    /// Pre-stimulus baseline window, s.
+    pub baseline_window_s: f64,
+    /// Response window from the onset, s.
+    pub response_window_s: f64,
+    pub test: ResponseTest,
+    /// Benjamini–Hochberg level over a cell's stimuli.
+    pub fdr_q: f64,
+    /// A responsive stimulus also needs a mean response above this (ΔF/F).
+    pub min_amplitude: f64,
+    /// Rank of the tuning width in a sorted curve of 34 stimuli (scaled for others).
+    pub width_rank: usize,
+    /// Exclude the high- and low-category cells of SCIENCE.md §1.7 from the maps.
+    pub exclude_categories: bool,
+    /// A ROI enters the analysis only when its median neuropil-corrected F is at
+    /// least this fraction of its median raw F (else its ΔF/F has no baseline).
+    pub min_f0_fraction: f64,
+}
+
+impl Default for AnalysisParams {
+    fn default() -> Self {
+        AnalysisParams {
+            baseline_window_s: 0.5,
+            response_window_s: 0.5,
+            test: ResponseTest::Wilcoxon,
+            fdr_q: 0.05,
+            min_amplitude: 0.0,
+            width_rank: 15,
+            exclude_categories: true,
+            min_f0_fraction: 0.1,
+        }
+    }
+}
+
+impl AnalysisParams {
+    fn validate(&self) -> std::result::Result<(), String> {
+        positive("baseline_window_s", self.baseline_window_s)?;
+        positive("response_window_s", self.response_window_s)?;
+        if !(self.fdr_q > 0.0 && self.fdr_q < 1.0) {
+            return Err(format!("fdr_q = {}; must be in (0, 1)", self.fdr_q));
+        }
+        if !self.min_amplitude.is_finite() {
+            return Err(format!(
+                "min_amplitude = {}; must be a number",
+                self.min_amplitude
+            ));
+        }
+        if !(self.min_f0_fraction >= 0.0 && self.min_f0_fraction < 1.0) {
+            return Err(format!(
+                "min_f0_fraction = {}; must be in [0, 1)",
+                self.min_f0_fraction
+            ));
+        }
+        if !(1..=34).contains(&self.width_rank) {
+            return Err(format!(
+                "width_rank = {}; must be in 1..=34",
+                self.width_rank
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[ingest]`: reading TIFF files into frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1259,6 +1337,7 @@ impl Params {
         in_section("detect", self.detect.validate())?;
         in_section("extract", self.extract.validate())?;
         in_section("track", self.track.validate())?;
+        in_section("analysis", self.analysis.validate())?;
         Ok(())
     }
 }

@@ -355,10 +355,38 @@ fn run_cmd(
         let ids: Vec<String> = s.sessions.iter().map(|x| x.id.clone()).collect();
         print_tracking(&ids, t);
     }
+    if let Some(a) = &s.analysis {
+        print_analysis(a);
+    }
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
     Ok(())
+}
+
+fn print_analysis(a: &pipeline::analyze::AnalysisSummary) {
+    let resp: Vec<String> = a
+        .sessions
+        .iter()
+        .map(|(id, n, f)| format!("{id} {:.0}% of {n}", 100.0 * f))
+        .collect();
+    println!("responsive cells: {}", resp.join(", "));
+    if let Some(r) = &a.reference {
+        println!(
+            "groups A/B/C from session {r}; {} spared cells in the maps; {} ROIs left out \
+             (neuropil-corrected baseline not positive)",
+            a.n_spared, a.n_unreliable
+        );
+    }
+    let maps: Vec<String> = a
+        .maps
+        .iter()
+        .map(|(id, d, o)| format!("{id} {d:.2}/{o:.2}"))
+        .collect();
+    println!(
+        "map diagonal/off-diagonal, baseline-normalised: {}",
+        maps.join(", ")
+    );
 }
 
 fn track_footprints_cmd(

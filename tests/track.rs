@@ -192,6 +192,8 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
             out.to_str().unwrap(),
             "--from",
             "track",
+            "--until",
+            "track",
         ])
         .output()
         .unwrap();
@@ -202,7 +204,56 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
     );
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(stdout.contains("tracked cells"), "{stdout}");
-    assert_eq!(std::fs::read(out.join("cells.parquet")).unwrap(), before);
+    assert!(
+        std::fs::read(out.join("cells.parquet")).unwrap() == before,
+        "--from track rewrote cells.parquet differently"
+    );
+
+    // The analyze stage on the same run: its tables, and initially_silent set for
+    // every cell found in the last session before the ablation (d5).
+    let a = run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        Some(Stage::Analyze),
+        &NoProgress,
+    )
+    .unwrap()
+    .analysis
+    .expect("the analyze stage ran");
+    assert_eq!(a.reference.as_deref(), Some("d5"));
+    assert_eq!(a.sessions.len(), 3);
+    for name in [
+        "trials",
+        "tuning",
+        "neurons",
+        "rsm",
+        "map_summary",
+        "map_similarity",
+    ] {
+        assert!(out.join(format!("{name}.parquet")).exists(), "{name}");
+    }
+    let path = out.join("cells.parquet");
+    let cells = read_table(&path).unwrap();
+    let (sess, roi, silent) = (
+        cells.strs(&path, "session").unwrap(),
+        cells.opt_u32s(&path, "roi").unwrap(),
+        cells.opt_bools(&path, "initially_silent").unwrap(),
+    );
+    let cell = cells.u32s(&path, "cell").unwrap();
+    let in_d5: std::collections::BTreeSet<u32> = (0..cell.len())
+        .filter(|&i| sess[i] == "d5" && roi[i].is_some())
+        .map(|i| cell[i])
+        .collect();
+    let set: std::collections::BTreeSet<u32> = (0..cell.len())
+        .filter(|&i| silent[i].is_some())
+        .map(|i| cell[i])
+        .collect();
+    assert!(
+        set.is_subset(&in_d5) && set.len() + 5 >= in_d5.len(),
+        "{set:?} vs {in_d5:?}"
+    );
 }
 
 /// Footprints of `n` discs scattered with `seed` over a `w × h` frame.

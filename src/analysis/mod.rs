@@ -6,3 +6,5 @@
 //! `analyze` stage.
 
 pub mod maps;
+pub mod neurons;
+pub mod stats;

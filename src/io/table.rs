@@ -166,6 +166,11 @@ impl Table {
         self.columns.first().map_or(0, |(_, c)| c.len())
     }
 
+    /// Every column with its name, in order.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &Column)> {
+        self.columns.iter().map(|(n, c)| (n.as_str(), c))
+    }
+
     /// The column called `name`.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
@@ -461,6 +466,53 @@ pub fn read_table(path: impl AsRef<Path>) -> Result<Table> {
     Ok(table)
 }
 
+/// Stream a Parquet table batch by batch, reading only `columns` (in the file's
+/// order), so memory is bounded by a row group rather than the table. The error
+/// names the file and a missing column.
+pub fn for_each_batch(
+    path: impl AsRef<Path>,
+    columns: &[&str],
+    mut f: impl FnMut(&Table) -> Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::input(path, e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}")))?;
+    let schema = builder.schema().clone();
+    let mut picked = Vec::with_capacity(columns.len());
+    for name in columns {
+        let i = schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .ok_or_else(|| Error::input(path, format!("missing column '{name}'")))?;
+        picked.push(i);
+    }
+    picked.sort_unstable();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), picked.clone());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}")))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::input(path, e.to_string()))?;
+        let mut table = Table {
+            columns: picked
+                .iter()
+                .map(|&i| {
+                    let field = schema.field(i);
+                    Ok((field.name().clone(), empty_column(path, field)?))
+                })
+                .collect::<Result<_>>()?,
+        };
+        for (k, (_, col)) in table.columns.iter_mut().enumerate() {
+            append_arrow(path, col, batch.column(k).as_ref())?;
+        }
+        f(&table)?;
+    }
+    Ok(())
+}
+
 fn empty_column(path: &Path, field: &Field) -> Result<Column> {
     Ok(match field.data_type() {
         DataType::Boolean if field.is_nullable() => Column::OptBool(vec![]),
@@ -626,6 +678,27 @@ mod tests {
             .finish(&empty)
             .unwrap();
         assert_eq!(read_table(&empty_path).unwrap(), empty);
+    }
+
+    #[test]
+    fn batches_stream_with_only_the_columns_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let mut w = TableWriter::create(&path).unwrap();
+        w.write(&sample()).unwrap();
+        w.write(&sample()).unwrap();
+        w.finish(&sample()).unwrap();
+        let mut rows = 0;
+        for_each_batch(&path, &["x", "session"], |t| {
+            assert_eq!(t.column("roi"), None);
+            rows += t.strs(&path, "session")?.len();
+            assert_eq!(t.f32s(&path, "x")?.len(), t.n_rows());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rows, 4);
+        let err = for_each_batch(&path, &["nope"], |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("missing column 'nope'"));
     }
 
     #[test]

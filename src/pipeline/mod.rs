@@ -17,6 +17,7 @@
 //!
 //! Later stages (analyze) attach here.
 
+pub mod analyze;
 mod cells;
 pub mod track;
 
@@ -38,6 +39,7 @@ pub enum Stage {
     Detect,
     Extract,
     Track,
+    Analyze,
 }
 
 impl Stage {
@@ -48,6 +50,7 @@ impl Stage {
         Stage::Detect,
         Stage::Extract,
         Stage::Track,
+        Stage::Analyze,
     ];
 
     /// The stage's name on the command line.
@@ -58,6 +61,7 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::Extract => "extract",
             Stage::Track => "track",
+            Stage::Analyze => "analyze",
         }
     }
 
@@ -79,6 +83,16 @@ impl Stage {
             })
     }
 }
+
+/// The tables the analyze stage writes.
+const ANALYSIS_TABLES: [&str; 6] = [
+    "trials",
+    "tuning",
+    "neurons",
+    "rsm",
+    "map_summary",
+    "map_similarity",
+];
 
 /// One ingested session.
 #[derive(Debug, Clone)]
@@ -102,6 +116,8 @@ pub struct RunSummary {
     pub detection: Vec<(String, usize, usize, f64)>,
     /// The track stage's result, when it ran.
     pub tracking: Option<crate::track::Tracking>,
+    /// The analyze stage's summary, when it ran.
+    pub analysis: Option<analyze::AnalysisSummary>,
     pub tables: Vec<PathBuf>,
 }
 
@@ -249,9 +265,12 @@ pub fn run(
 ) -> Result<RunSummary> {
     params.validate().map_err(Error::usage)?;
     let from = from.unwrap_or(Stage::Ingest);
-    if !matches!(from, Stage::Ingest | Stage::Detect | Stage::Track) {
+    if !matches!(
+        from,
+        Stage::Ingest | Stage::Detect | Stage::Track | Stage::Analyze
+    ) {
         return Err(Error::usage(format!(
-            "--from {}: a run can restart from 'ingest', 'detect' or 'track'",
+            "--from {}: a run can restart from 'ingest', 'detect', 'track' or 'analyze'",
             from.name()
         )));
     }
@@ -267,18 +286,29 @@ pub fn run(
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
-    if from == Stage::Track {
+    if from >= Stage::Track {
         let sessions = resume_sessions(&exp, &layout)?;
-        let tracking = track::run_track(&exp, &layout, params, progress)?;
+        let mut tables = Vec::new();
+        let mut tracking = None;
+        if from == Stage::Track {
+            tracking = Some(track::run_track(&exp, &layout, params, progress)?);
+            tables.extend(["cells", "alignment", "track_pairs"].map(|t| layout.table(t)));
+        }
+        let mut analysis = None;
+        if until >= Stage::Analyze {
+            analysis = Some(analyze::run_analyze(
+                &exp, &sessions, &layout, params, progress,
+            )?);
+            tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
+        }
         return Ok(RunSummary {
             out: out.to_path_buf(),
             sessions,
             motion: Vec::new(),
             detection: Vec::new(),
-            tracking: Some(tracking),
-            tables: ["cells", "alignment", "track_pairs"]
-                .map(|t| layout.table(t))
-                .to_vec(),
+            tracking,
+            analysis,
+            tables,
         });
     }
     let infos = validate(&exp)?;
@@ -352,12 +382,20 @@ pub fn run(
         tracking = Some(track::run_track(&exp, &layout, params, progress)?);
         tables.extend(["cells", "alignment", "track_pairs"].map(|t| layout.table(t)));
     }
+    let mut analysis = None;
+    if until >= Stage::Analyze {
+        analysis = Some(analyze::run_analyze(
+            &exp, &sessions, &layout, params, progress,
+        )?);
+        tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
+    }
     Ok(RunSummary {
         out: out.to_path_buf(),
         sessions,
         motion,
         detection,
         tracking,
+        analysis,
         tables,
     })
 }

@@ -1,0 +1,709 @@
+//! The `analyze` stage: trial responses of every tracked cell, responsiveness,
+//! single-neuron measures, groups, and the representational maps of every
+//! session ([`crate::analysis`]). Reads cells.parquet and traces.parquet; writes
+//! trials.parquet, tuning.parquet, neurons.parquet, rsm.parquet,
+//! map_summary.parquet and map_similarity.parquet, and sets `initially_silent`
+//! in cells.parquet.
+
+use super::{RunLayout, SessionSummary};
+use crate::analysis::maps;
+use crate::analysis::neurons::{analyse_cell, CellSession, NeuronSettings, Test, TrialDesign};
+use crate::config::{Experiment, Params, ResponseTest};
+use crate::error::{Error, Result};
+use crate::io::table::{for_each_batch, read_table, write_table, Column, Table};
+use crate::progress::Progress;
+use ndarray::Array2;
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// What the stage found, for the run's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisSummary {
+    /// Per session with stimuli: (id, cells analysed, fraction responsive).
+    pub sessions: Vec<(String, usize, f64)>,
+    /// The session whose responsiveness defines the groups.
+    pub reference: Option<String>,
+    /// Spared cells in the maps.
+    pub n_spared: usize,
+    /// ROIs left out because their neuropil-corrected baseline is not positive
+    /// enough for a meaningful ΔF/F.
+    pub n_unreliable: usize,
+    /// Per session: (id, diagonal_norm, off_diagonal_norm).
+    pub maps: Vec<(String, f64, f64)>,
+}
+
+/// The tracked cells: per cell, per session index, the ROI.
+struct Tracked {
+    rois: Vec<Vec<Option<u32>>>,
+    targeted: Vec<bool>,
+}
+
+fn read_tracked(layout: &RunLayout, sessions: &[SessionSummary]) -> Result<(Table, Tracked)> {
+    let path = layout.table("cells");
+    if !path.exists() {
+        return Err(Error::input(
+            &path,
+            "the analyze stage needs cells.parquet from the track stage",
+        ));
+    }
+    let t = read_table(&path)?;
+    let (cell, sess, roi, targeted) = (
+        t.u32s(&path, "cell")?,
+        t.strs(&path, "session")?,
+        t.opt_u32s(&path, "roi")?,
+        t.bools(&path, "targeted")?,
+    );
+    let n = cell.iter().map(|&c| c as usize + 1).max().unwrap_or(0);
+    let mut tracked = Tracked {
+        rois: vec![vec![None; sessions.len()]; n],
+        targeted: vec![false; n],
+    };
+    for i in 0..cell.len() {
+        let c = cell[i] as usize;
+        if let Some(s) = sessions.iter().position(|x| x.id == sess[i]) {
+            tracked.rois[c][s] = roi[i];
+        }
+        tracked.targeted[c] |= targeted[i];
+    }
+    Ok((t, tracked))
+}
+
+/// ΔF/F by (session index, ROI).
+type Traces = HashMap<(usize, u32), Vec<f32>>;
+
+/// ΔF/F of the ROIs the tracked cells use, streamed from traces.parquet, keeping
+/// only ROIs whose ΔF/F has a meaningful baseline: the median neuropil-corrected
+/// F (F − α·Fneu) must be at least `min_f0_fraction` of the median raw F. Where
+/// the neuropil outshines the ROI, F0 sits at the floor and ΔF/F is noise blown up
+/// by orders of magnitude; one such cell would dominate every population
+/// correlation. Returns the traces and the number of ROIs refused.
+fn read_dff(
+    layout: &RunLayout,
+    sessions: &[SessionSummary],
+    wanted: &[std::collections::HashSet<u32>],
+    alpha: f64,
+    min_f0_fraction: f64,
+) -> Result<(Traces, usize)> {
+    let path = layout.table("traces");
+    if !path.exists() {
+        return Err(Error::input(
+            &path,
+            "the analyze stage needs traces.parquet from the extract stage",
+        ));
+    }
+    let index: HashMap<&str, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    // Per ROI: ΔF/F by frame, and the raw and corrected F for the baseline check.
+    // ΔF/F by frame, raw F and corrected F (for the baseline check).
+    type Pending = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let mut out: HashMap<(usize, u32), Pending> = HashMap::new();
+    for_each_batch(
+        &path,
+        &["session", "roi", "frame", "f", "fneu", "dff"],
+        |t| {
+            let (s, r, fr) = (
+                t.strs(&path, "session")?,
+                t.u32s(&path, "roi")?,
+                t.u32s(&path, "frame")?,
+            );
+            let (f, fneu, d) = (
+                t.f32s(&path, "f")?,
+                t.f32s(&path, "fneu")?,
+                t.f32s(&path, "dff")?,
+            );
+            for i in 0..s.len() {
+                let Some(&k) = index.get(s[i].as_str()) else {
+                    continue;
+                };
+                if !wanted[k].contains(&r[i]) {
+                    continue;
+                }
+                let n = sessions[k].n_frames;
+                let e = out
+                    .entry((k, r[i]))
+                    .or_insert_with(|| (vec![f32::NAN; n], Vec::new(), Vec::new()));
+                if let Some(v) = e.0.get_mut(fr[i] as usize) {
+                    *v = d[i];
+                }
+                e.1.push(f[i]);
+                e.2.push(f[i] - alpha as f32 * fneu[i]);
+            }
+            Ok(())
+        },
+    )?;
+    let median = |mut v: Vec<f32>| -> f64 {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let m = v.len() / 2;
+        *v.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1 as f64
+    };
+    let mut refused = 0;
+    let mut kept = HashMap::new();
+    for (key, (dff, f, fc)) in out {
+        let (mf, mc) = (median(f), median(fc));
+        if mc >= min_f0_fraction * mf && mc > 0.0 {
+            kept.insert(key, dff);
+        } else {
+            refused += 1;
+        }
+    }
+    Ok((kept, refused))
+}
+
+/// Sorted stimulus labels over every session, and each session's trial design.
+fn designs(
+    exp: &Experiment,
+    sessions: &[SessionSummary],
+) -> (Vec<String>, Vec<Option<TrialDesign>>) {
+    let mut labels: Vec<String> = exp
+        .sessions
+        .iter()
+        .filter_map(|s| s.stimuli.as_ref())
+        .flat_map(|st| st.events.iter().map(|e| e.stimulus.clone()))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    let designs = sessions
+        .iter()
+        .map(|s| {
+            let st = exp.session(&s.id)?.stimuli.as_ref()?;
+            let mut ev = st.events.clone();
+            ev.sort_by_key(|e| e.trial);
+            let stim = ev
+                .iter()
+                .map(|e| labels.binary_search(&e.stimulus).expect("label listed"))
+                .collect();
+            Some(TrialDesign::new(
+                ev.iter().map(|e| e.onset_frame as usize).collect(),
+                stim,
+                labels.len(),
+            ))
+        })
+        .collect();
+    (labels, designs)
+}
+
+/// The analyze stage.
+pub fn run_analyze(
+    exp: &Experiment,
+    sessions: &[SessionSummary],
+    layout: &RunLayout,
+    params: &Params,
+    progress: &dyn Progress,
+) -> Result<AnalysisSummary> {
+    let a = &params.analysis;
+    let (cells_table, tracked) = read_tracked(layout, sessions)?;
+    let (labels, designs) = designs(exp, sessions);
+    let wanted: Vec<std::collections::HashSet<u32>> = (0..sessions.len())
+        .map(|s| tracked.rois.iter().filter_map(|r| r[s]).collect())
+        .collect();
+    let (dff, refused) = read_dff(
+        layout,
+        sessions,
+        &wanted,
+        params.extract.neuropil_coefficient,
+        a.min_f0_fraction,
+    )?;
+
+    // Per session, per cell: the single-neuron analysis.
+    progress.start("analyze", sessions.len() as u64);
+    let results: Vec<Vec<Option<CellSession>>> = sessions
+        .iter()
+        .enumerate()
+        .map(|(s, sess)| {
+            let out = match &designs[s] {
+                None => vec![None; tracked.rois.len()],
+                Some(design) => {
+                    let settings = NeuronSettings {
+                        baseline_frames: ((a.baseline_window_s * sess.fs).round() as usize).max(1),
+                        response_frames: ((a.response_window_s * sess.fs).round() as usize).max(1),
+                        test: match a.test {
+                            ResponseTest::Wilcoxon => Test::Wilcoxon,
+                            ResponseTest::Ttest => Test::PairedT,
+                        },
+                        fdr_q: a.fdr_q,
+                        min_amplitude: a.min_amplitude,
+                        width_rank: a.width_rank,
+                    };
+                    tracked
+                        .rois
+                        .par_iter()
+                        .map(|r| {
+                            let roi = r[s]?;
+                            let trace = dff.get(&(s, roi))?;
+                            Some(analyse_cell(trace, design, &settings))
+                        })
+                        .collect()
+                }
+            };
+            progress.advance(1);
+            out
+        })
+        .collect();
+    progress.finish();
+
+    let reference = reference_session(exp, sessions, &designs);
+    let groups = groups(&results, reference);
+    let spared = spared_cells(
+        &tracked,
+        &results,
+        &designs,
+        reference,
+        a.exclude_categories,
+    );
+    let session_maps = session_maps(&results, &designs, &spared, labels.len());
+
+    write_table(
+        layout.table("trials"),
+        &trials_table(sessions, &designs, &labels, &results),
+    )?;
+    write_table(
+        layout.table("tuning"),
+        &tuning_table(sessions, &labels, &results),
+    )?;
+    write_table(
+        layout.table("neurons"),
+        &neurons_table(sessions, &tracked, &results, &groups, &spared),
+    )?;
+    write_table(
+        layout.table("rsm"),
+        &rsm_table(sessions, &labels, &session_maps),
+    )?;
+    let before = pre_ablation(exp, sessions);
+    let summary = map_summary_table(
+        sessions,
+        &session_maps,
+        &before,
+        spared.iter().filter(|&&x| x).count(),
+    );
+    write_table(layout.table("map_summary"), &summary.0)?;
+    write_table(
+        layout.table("map_similarity"),
+        &similarity_table(sessions, &session_maps),
+    )?;
+    let silent: Vec<Option<bool>> = (0..tracked.rois.len())
+        .map(|c| reference.and_then(|r| results[r][c].as_ref().map(|x| !x.responsive)))
+        .collect();
+    write_table(
+        layout.table("cells"),
+        &with_initially_silent(&cells_table, layout, &silent)?,
+    )?;
+
+    Ok(AnalysisSummary {
+        sessions: sessions
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| designs[*s].is_some())
+            .map(|(s, sess)| {
+                let done: Vec<&CellSession> = results[s].iter().flatten().collect();
+                let frac =
+                    done.iter().filter(|c| c.responsive).count() as f64 / done.len().max(1) as f64;
+                (sess.id.clone(), done.len(), frac)
+            })
+            .collect(),
+        reference: reference.map(|r| sessions[r].id.clone()),
+        n_spared: spared.iter().filter(|&&x| x).count(),
+        n_unreliable: refused,
+        maps: summary.1,
+    })
+}
+
+/// Sessions before the ablation (all sessions without one).
+fn pre_ablation(exp: &Experiment, sessions: &[SessionSummary]) -> Vec<bool> {
+    sessions
+        .iter()
+        .map(|s| exp.ablation.as_ref().is_none_or(|a| s.day <= a.after_day))
+        .collect()
+}
+
+/// The session that defines groups A/B/C: the last one with stimuli before the
+/// ablation, else (no ablation) the manifest's reference session.
+fn reference_session(
+    exp: &Experiment,
+    sessions: &[SessionSummary],
+    designs: &[Option<TrialDesign>],
+) -> Option<usize> {
+    match &exp.ablation {
+        Some(a) => (0..sessions.len())
+            .filter(|&s| designs[s].is_some() && sessions[s].day <= a.after_day)
+            .max_by_key(|&s| sessions[s].day),
+        None => sessions
+            .iter()
+            .position(|s| s.id == exp.reference)
+            .filter(|&s| designs[s].is_some()),
+    }
+}
+
+/// Group A (responsive in the reference session), B (not then, responsive in
+/// another), C (never); empty where the cell is absent from the reference.
+fn groups(results: &[Vec<Option<CellSession>>], reference: Option<usize>) -> Vec<String> {
+    let n = results.first().map_or(0, |r| r.len());
+    (0..n)
+        .map(|c| {
+            let Some(r) = reference else {
+                return String::new();
+            };
+            match &results[r][c] {
+                None => String::new(),
+                Some(x) if x.responsive => "A".into(),
+                Some(_) => {
+                    let later = results
+                        .iter()
+                        .any(|s| s[c].as_ref().is_some_and(|x| x.responsive));
+                    if later { "B" } else { "C" }.into()
+                }
+            }
+        })
+        .collect()
+}
+
+/// Cells that enter the maps (SCIENCE.md §1.7): found in every session with
+/// stimuli, not targeted, and (optionally) outside the high and low categories.
+/// With k targets: when most targets were responsive in the reference session,
+/// they are the high category and the k non-responsive cells with the smallest
+/// best response there are the low one; otherwise the targets are the low
+/// category and the k cells with the largest best response the high one.
+fn spared_cells(
+    tracked: &Tracked,
+    results: &[Vec<Option<CellSession>>],
+    designs: &[Option<TrialDesign>],
+    reference: Option<usize>,
+    exclude: bool,
+) -> Vec<bool> {
+    let n = tracked.rois.len();
+    let mut spared: Vec<bool> = (0..n)
+        .map(|c| {
+            !tracked.targeted[c]
+                && (0..designs.len()).all(|s| designs[s].is_none() || results[s][c].is_some())
+        })
+        .collect();
+    let k = tracked.targeted.iter().filter(|&&t| t).count();
+    let Some(r) = reference.filter(|_| exclude && k > 0) else {
+        return spared;
+    };
+    let at_ref = |c: usize| results[r][c].as_ref();
+    let targets_at_ref: Vec<bool> = (0..n)
+        .filter(|&c| tracked.targeted[c])
+        .filter_map(|c| at_ref(c).map(|x| x.responsive))
+        .collect();
+    let targets_responsive =
+        targets_at_ref.iter().filter(|&&x| x).count() * 2 >= targets_at_ref.len().max(1);
+    let mut candidates: Vec<usize> = (0..n).filter(|&c| spared[c]).collect();
+    let best = |c: usize| at_ref(c).map_or(f64::NEG_INFINITY, |x| x.best);
+    candidates.sort_by(|&a, &b| best(b).total_cmp(&best(a)).then(a.cmp(&b)));
+    let excluded: Vec<usize> = if targets_responsive {
+        candidates
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&c| at_ref(c).is_some_and(|x| !x.responsive))
+            .take(k)
+            .collect()
+    } else {
+        candidates.iter().copied().take(k).collect()
+    };
+    for c in excluded {
+        spared[c] = false;
+    }
+    spared
+}
+
+/// One session's single-trial and trial-averaged maps.
+type MapPair = (Array2<f64>, Array2<f64>);
+
+/// Per session with stimuli: its maps.
+type Maps = Vec<Option<MapPair>>;
+
+fn session_maps(
+    results: &[Vec<Option<CellSession>>],
+    designs: &[Option<TrialDesign>],
+    spared: &[bool],
+    n_stim: usize,
+) -> Maps {
+    let cells: Vec<usize> = (0..spared.len()).filter(|&c| spared[c]).collect();
+    results
+        .iter()
+        .zip(designs)
+        .map(|(res, design)| {
+            let design = design.as_ref()?;
+            if cells.len() < 2 {
+                return None;
+            }
+            let per_stim: Vec<Array2<f64>> = (0..n_stim)
+                .map(|st| {
+                    // Trials of the stimulus whose responses are finite for every cell.
+                    let trials: Vec<usize> = (0..design.stimulus.len())
+                        .filter(|&t| design.stimulus[t] == st)
+                        .filter(|&t| {
+                            cells.iter().all(|&c| {
+                                res[c].as_ref().is_some_and(|x| x.responses[t].is_finite())
+                            })
+                        })
+                        .collect();
+                    Array2::from_shape_fn((trials.len(), cells.len()), |(k, i)| {
+                        res[cells[i]]
+                            .as_ref()
+                            .expect("spared cells are present")
+                            .responses[trials[k]]
+                    })
+                })
+                .collect();
+            Some((
+                maps::single_trial_map(&per_stim),
+                maps::trial_averaged_map(&per_stim),
+            ))
+        })
+        .collect()
+}
+
+fn trials_table(
+    sessions: &[SessionSummary],
+    designs: &[Option<TrialDesign>],
+    labels: &[String],
+    results: &[Vec<Option<CellSession>>],
+) -> Table {
+    let (mut session, mut cell, mut trial, mut stim, mut rep, mut resp) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (s, res) in results.iter().enumerate() {
+        let Some(d) = &designs[s] else {
+            continue;
+        };
+        for (c, r) in res.iter().enumerate() {
+            let Some(r) = r else {
+                continue;
+            };
+            for t in 0..d.stimulus.len() {
+                session.push(sessions[s].id.clone());
+                cell.push(c as u32);
+                trial.push(t as u32);
+                stim.push(labels[d.stimulus[t]].clone());
+                rep.push(d.repetition[t] as u32);
+                resp.push(r.responses[t] as f32);
+            }
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(session))
+        .with("cell", Column::U32(cell))
+        .with("trial", Column::U32(trial))
+        .with("stimulus", Column::Str(stim))
+        .with("repetition", Column::U32(rep))
+        .with("response", Column::F32(resp))
+}
+
+fn tuning_table(
+    sessions: &[SessionSummary],
+    labels: &[String],
+    results: &[Vec<Option<CellSession>>],
+) -> Table {
+    let (mut session, mut cell, mut stim, mut mean, mut sem, mut p, mut q, mut resp) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
+    for (s, res) in results.iter().enumerate() {
+        for (c, r) in res.iter().enumerate() {
+            let Some(r) = r else {
+                continue;
+            };
+            for (j, label) in labels.iter().enumerate() {
+                session.push(sessions[s].id.clone());
+                cell.push(c as u32);
+                stim.push(label.clone());
+                mean.push(r.tuning[j]);
+                sem.push(r.sem[j]);
+                p.push(r.p[j]);
+                q.push(r.q[j]);
+                resp.push(r.responsive_to[j]);
+            }
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(session))
+        .with("cell", Column::U32(cell))
+        .with("stimulus", Column::Str(stim))
+        .with("mean_response", Column::F64(mean))
+        .with("sem", Column::F64(sem))
+        .with("p_value", Column::F64(p))
+        .with("p_fdr", Column::F64(q))
+        .with("responsive", Column::Bool(resp))
+}
+
+fn neurons_table(
+    sessions: &[SessionSummary],
+    tracked: &Tracked,
+    results: &[Vec<Option<CellSession>>],
+    groups: &[String],
+    spared: &[bool],
+) -> Table {
+    let mut t = NeuronColumns::default();
+    for (s, res) in results.iter().enumerate() {
+        for (c, r) in res.iter().enumerate() {
+            let Some(r) = r else {
+                continue;
+            };
+            t.session.push(sessions[s].id.clone());
+            t.day.push(sessions[s].day);
+            t.cell.push(c as u32);
+            t.roi.push(tracked.rois[c][s].unwrap_or(u32::MAX));
+            t.responsive.push(r.responsive);
+            t.best.push(r.best);
+            t.reliability.push(r.reliability);
+            t.width.push(r.width);
+            t.group.push(groups[c].clone());
+            t.spared.push(spared[c]);
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(t.session))
+        .with("day", Column::I32(t.day))
+        .with("cell", Column::U32(t.cell))
+        .with("roi", Column::U32(t.roi))
+        .with("responsive", Column::Bool(t.responsive))
+        .with("best_response", Column::F64(t.best))
+        .with("reliability", Column::F64(t.reliability))
+        .with("tuning_width", Column::F64(t.width))
+        .with("group", Column::Str(t.group))
+        .with("spared", Column::Bool(t.spared))
+}
+
+#[derive(Default)]
+struct NeuronColumns {
+    session: Vec<String>,
+    day: Vec<i32>,
+    cell: Vec<u32>,
+    roi: Vec<u32>,
+    responsive: Vec<bool>,
+    best: Vec<f64>,
+    reliability: Vec<f64>,
+    width: Vec<f64>,
+    group: Vec<String>,
+    spared: Vec<bool>,
+}
+
+fn rsm_table(sessions: &[SessionSummary], labels: &[String], m: &Maps) -> Table {
+    let (mut session, mut a, mut b, mut sim, mut avg) = (vec![], vec![], vec![], vec![], vec![]);
+    for (s, maps) in m.iter().enumerate() {
+        let Some((single, averaged)) = maps else {
+            continue;
+        };
+        for (i, la) in labels.iter().enumerate() {
+            for (j, lb) in labels.iter().enumerate() {
+                session.push(sessions[s].id.clone());
+                a.push(la.clone());
+                b.push(lb.clone());
+                sim.push(single[(i, j)]);
+                avg.push(averaged[(i, j)]);
+            }
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(session))
+        .with("stimulus_a", Column::Str(a))
+        .with("stimulus_b", Column::Str(b))
+        .with("similarity", Column::F64(sim))
+        .with("similarity_trial_avg", Column::F64(avg))
+}
+
+/// map_summary.parquet, and per session (id, diagonal_norm, off_diagonal_norm).
+fn map_summary_table(
+    sessions: &[SessionSummary],
+    m: &Maps,
+    before: &[bool],
+    n_spared: usize,
+) -> (Table, Vec<(String, f64, f64)>) {
+    let rows: Vec<usize> = (0..sessions.len()).filter(|&s| m[s].is_some()).collect();
+    let pick = |f: &dyn Fn(&MapPair) -> f64| -> Vec<f64> {
+        rows.iter()
+            .map(|&s| f(m[s].as_ref().expect("row has maps")))
+            .collect()
+    };
+    let diag = pick(&|x| maps::diagonal_mean(&x.0));
+    let off = pick(&|x| maps::off_diagonal_mean(&x.0));
+    let avg_off = pick(&|x| maps::off_diagonal_mean(&x.1));
+    let norm = |v: &[f64]| -> Vec<f64> {
+        let base: Vec<f64> = rows
+            .iter()
+            .zip(v)
+            .filter(|(&s, x)| before[s] && x.is_finite())
+            .map(|(_, x)| *x)
+            .collect();
+        let mean = base.iter().sum::<f64>() / base.len().max(1) as f64;
+        v.iter()
+            .map(|x| if base.is_empty() { f64::NAN } else { x / mean })
+            .collect()
+    };
+    let (dn, on) = (norm(&diag), norm(&off));
+    let out = rows
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| (sessions[s].id.clone(), dn[k], on[k]))
+        .collect();
+    let table = Table::new()
+        .with(
+            "session",
+            Column::Str(rows.iter().map(|&s| sessions[s].id.clone()).collect()),
+        )
+        .with(
+            "day",
+            Column::I32(rows.iter().map(|&s| sessions[s].day).collect()),
+        )
+        .with("diagonal", Column::F64(diag.clone()))
+        .with("off_diagonal", Column::F64(off.clone()))
+        .with("trial_avg_off_diagonal", Column::F64(avg_off.clone()))
+        .with("diagonal_norm", Column::F64(dn))
+        .with("off_diagonal_norm", Column::F64(on))
+        .with("trial_avg_off_diagonal_norm", Column::F64(norm(&avg_off)))
+        .with("n_spared", Column::U32(vec![n_spared as u32; rows.len()]));
+    (table, out)
+}
+
+fn similarity_table(sessions: &[SessionSummary], m: &Maps) -> Table {
+    let (mut a, mut b, mut sim) = (vec![], vec![], vec![]);
+    for i in 0..sessions.len() {
+        for j in 0..sessions.len() {
+            if let (Some(x), Some(y)) = (&m[i], &m[j]) {
+                a.push(sessions[i].id.clone());
+                b.push(sessions[j].id.clone());
+                sim.push(maps::map_similarity(&x.1, &y.1));
+            }
+        }
+    }
+    Table::new()
+        .with("session_a", Column::Str(a))
+        .with("session_b", Column::Str(b))
+        .with("similarity", Column::F64(sim))
+}
+
+/// cells.parquet with `initially_silent` set per cell.
+fn with_initially_silent(
+    cells: &Table,
+    layout: &RunLayout,
+    silent: &[Option<bool>],
+) -> Result<Table> {
+    let path = layout.table("cells");
+    let ids = cells.u32s(&path, "cell")?;
+    let values: Vec<Option<bool>> = ids
+        .iter()
+        .map(|&c| silent.get(c as usize).copied().flatten())
+        .collect();
+    let mut out = Table::new();
+    for (name, col) in cells.columns() {
+        if name == "initially_silent" {
+            out = out.with(name, Column::OptBool(values.clone()));
+        } else {
+            out = out.with(name, col.clone());
+        }
+    }
+    Ok(out)
+}
