@@ -50,8 +50,8 @@ enum Command {
     /// (512x512, ~400 cells, 7 sessions), and the cohorts control, ablate-responsive,
     /// ablate-silent, ablate-inhibitory at standard size.
     Simulate(SimulateArgs),
-    /// Run the pipeline on an experiment (this build: ingest, motion, detect,
-    /// extract, track).
+    /// Run the pipeline on an experiment (stages: ingest, motion, detect, extract,
+    /// track, analyze).
     Run {
         /// The experiment's manifest (experiment.toml).
         manifest: PathBuf,
@@ -61,11 +61,12 @@ enum Command {
         /// Parameter file (see pipeline/default.toml); defaults when absent.
         #[arg(long)]
         params: Option<PathBuf>,
-        /// Stop after this stage (ingest, motion, detect, extract, track).
+        /// Stop after this stage (ingest, motion, detect, extract, track, analyze).
         #[arg(long)]
         until: Option<String>,
         /// Start at this stage: 'detect' reuses the motion-corrected frames and
-        /// tables an earlier run left in --out; 'track' reuses its ROIs and images.
+        /// tables an earlier run left in --out; 'track' reuses its ROIs and images;
+        /// 'analyze' its tracked cells and traces.
         #[arg(long)]
         from: Option<String>,
     },
@@ -365,6 +366,9 @@ fn run_cmd(
 }
 
 fn print_analysis(a: &pipeline::analyze::AnalysisSummary) {
+    for w in &a.warnings {
+        println!("note: {w}");
+    }
     let resp: Vec<String> = a
         .sessions
         .iter()
@@ -374,7 +378,7 @@ fn print_analysis(a: &pipeline::analyze::AnalysisSummary) {
     if let Some(r) = &a.reference {
         println!(
             "groups A/B/C from session {r}; {} spared cells in the maps; {} ROIs left out \
-             (neuropil-corrected baseline not positive)",
+             (neuropil-corrected baseline under [analysis] min_f0_fraction of F)",
             a.n_spared, a.n_unreliable
         );
     }

@@ -15,6 +15,8 @@ use super::stats::{benjamini_hochberg, paired_t_greater, wilcoxon_greater};
 /// The session's trials, in presentation order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialDesign {
+    /// Trial numbers (as in stimuli.csv; 0, 1, ... unless set).
+    pub trial: Vec<u32>,
     pub onset: Vec<usize>,
     pub stimulus: Vec<usize>,
     /// Occurrence of the trial's stimulus so far (0 for its first presentation).
@@ -34,6 +36,7 @@ impl TrialDesign {
             })
             .collect();
         TrialDesign {
+            trial: (0..onset.len() as u32).collect(),
             onset,
             stimulus,
             repetition,

@@ -30,6 +30,8 @@ pub struct AnalysisSummary {
     pub n_unreliable: usize,
     /// Per session: (id, diagonal_norm, off_diagonal_norm).
     pub maps: Vec<(String, f64, f64)>,
+    /// Caveats about the settings, for the user.
+    pub warnings: Vec<String>,
 }
 
 /// The tracked cells: per cell, per session index, the ROI.
@@ -178,11 +180,13 @@ fn designs(
                 .iter()
                 .map(|e| labels.binary_search(&e.stimulus).expect("label listed"))
                 .collect();
-            Some(TrialDesign::new(
+            let mut d = TrialDesign::new(
                 ev.iter().map(|e| e.onset_frame as usize).collect(),
                 stim,
                 labels.len(),
-            ))
+            );
+            d.trial = ev.iter().map(|e| e.trial).collect();
+            Some(d)
         })
         .collect();
     (labels, designs)
@@ -210,6 +214,7 @@ pub fn run_analyze(
         a.min_f0_fraction,
     )?;
 
+    let warnings = test_power_warnings(sessions, &designs, a);
     // Per session, per cell: the single-neuron analysis.
     progress.start("analyze", sessions.len() as u64);
     let results: Vec<Vec<Option<CellSession>>> = sessions
@@ -310,7 +315,44 @@ pub fn run_analyze(
         n_spared: spared.iter().filter(|&&x| x).count(),
         n_unreliable: refused,
         maps: summary.1,
+        warnings,
     })
+}
+
+/// With K repetitions the smallest one-sided Wilcoxon p-value is 2^−K; after
+/// Benjamini–Hochberg over S stimuli a cell that responds to a single stimulus
+/// passes only if 2^−K · S ≤ q. Say so where it cannot.
+fn test_power_warnings(
+    sessions: &[SessionSummary],
+    designs: &[Option<TrialDesign>],
+    a: &crate::config::AnalysisParams,
+) -> Vec<String> {
+    if a.test != ResponseTest::Wilcoxon {
+        return Vec::new();
+    }
+    // Sessions grouped by (repetitions, stimuli).
+    let mut weak: std::collections::BTreeMap<(i32, usize), Vec<&str>> = Default::default();
+    for (s, d) in sessions.iter().zip(designs) {
+        let Some(d) = d else {
+            continue;
+        };
+        let k = d.n_repetitions() as i32;
+        if 0.5f64.powi(k) * d.n_stimuli as f64 > a.fdr_q {
+            weak.entry((k, d.n_stimuli)).or_default().push(&s.id);
+        }
+    }
+    weak.into_iter()
+        .map(|((k, n), ids)| {
+            format!(
+                "sessions {}: with {k} repetitions of {n} stimuli the Wilcoxon test cannot find a \
+                 cell that responds to one stimulus only (smallest p 2^-{k}, times {n} for \
+                 Benjamini-Hochberg, exceeds fdr_q = {}); more repetitions or \
+                 [analysis] test = \"ttest\" detect more",
+                ids.join(", "),
+                a.fdr_q
+            )
+        })
+        .collect()
 }
 
 /// Sessions before the ablation (all sessions without one).
@@ -364,10 +406,12 @@ fn groups(results: &[Vec<Option<CellSession>>], reference: Option<usize>) -> Vec
 
 /// Cells that enter the maps (SCIENCE.md §1.7): found in every session with
 /// stimuli, not targeted, and (optionally) outside the high and low categories.
-/// With k targets: when most targets were responsive in the reference session,
-/// they are the high category and the k non-responsive cells with the smallest
-/// best response there are the low one; otherwise the targets are the low
-/// category and the k cells with the largest best response the high one.
+/// With k targets: when the targets' median best response in the reference
+/// session ranks in the upper half of all cells there, they are the high
+/// category and the k non-responsive cells with the smallest best response are
+/// the low one; otherwise the targets are the low category and the k cells with
+/// the largest best response the high one. (Ranks, not the responsive flags:
+/// with few repetitions the test may flag almost no cell.)
 fn spared_cells(
     tracked: &Tracked,
     results: &[Vec<Option<CellSession>>],
@@ -387,16 +431,22 @@ fn spared_cells(
         return spared;
     };
     let at_ref = |c: usize| results[r][c].as_ref();
-    let targets_at_ref: Vec<bool> = (0..n)
-        .filter(|&c| tracked.targeted[c])
-        .filter_map(|c| at_ref(c).map(|x| x.responsive))
-        .collect();
-    let targets_responsive =
-        targets_at_ref.iter().filter(|&&x| x).count() * 2 >= targets_at_ref.len().max(1);
-    let mut candidates: Vec<usize> = (0..n).filter(|&c| spared[c]).collect();
     let best = |c: usize| at_ref(c).map_or(f64::NEG_INFINITY, |x| x.best);
+    let mut present: Vec<f64> = (0..n).filter_map(|c| at_ref(c).map(|x| x.best)).collect();
+    present.sort_by(|a, b| a.total_cmp(b));
+    let percentile =
+        |v: f64| present.partition_point(|&x| x < v) as f64 / present.len().max(1) as f64;
+    let mut target_pct: Vec<f64> = (0..n)
+        .filter(|&c| tracked.targeted[c] && at_ref(c).is_some())
+        .map(|c| percentile(best(c)))
+        .collect();
+    target_pct.sort_by(|a, b| a.total_cmp(b));
+    let targets_high = target_pct
+        .get(target_pct.len() / 2)
+        .is_none_or(|&p| p >= 0.5);
+    let mut candidates: Vec<usize> = (0..n).filter(|&c| spared[c]).collect();
     candidates.sort_by(|&a, &b| best(b).total_cmp(&best(a)).then(a.cmp(&b)));
-    let excluded: Vec<usize> = if targets_responsive {
+    let excluded: Vec<usize> = if targets_high {
         candidates
             .iter()
             .rev()
@@ -480,7 +530,7 @@ fn trials_table(
             for t in 0..d.stimulus.len() {
                 session.push(sessions[s].id.clone());
                 cell.push(c as u32);
-                trial.push(t as u32);
+                trial.push(d.trial[t]);
                 stim.push(labels[d.stimulus[t]].clone());
                 rep.push(d.repetition[t] as u32);
                 resp.push(r.responses[t] as f32);

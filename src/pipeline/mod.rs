@@ -84,14 +84,16 @@ impl Stage {
     }
 }
 
-/// The tables the analyze stage writes.
-const ANALYSIS_TABLES: [&str; 6] = [
+/// The tables the analyze stage writes (cells.parquet is rewritten with
+/// `initially_silent`).
+const ANALYSIS_TABLES: [&str; 7] = [
     "trials",
     "tuning",
     "neurons",
     "rsm",
     "map_summary",
     "map_similarity",
+    "cells",
 ];
 
 /// One ingested session.
@@ -409,8 +411,8 @@ fn resume_sessions(exp: &Experiment, layout: &RunLayout) -> Result<Vec<SessionSu
     if !sp.exists() {
         return Err(Error::input(
             &layout.root,
-            "sessions.parquet from an earlier run is missing: --from detect or track needs the \
-             earlier stages' tables; run from ingest",
+            "sessions.parquet from an earlier run is missing: --from detect, track or analyze \
+             needs the earlier stages' tables; run from ingest",
         ));
     }
     let st = crate::io::table::read_table(&sp)?;
