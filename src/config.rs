@@ -1147,6 +1147,8 @@ pub enum ResponseTest {
     Wilcoxon,
     /// One-sided paired t-test.
     Ttest,
+    /// Max-statistic test against circular shifts of the trace.
+    Shuffle,
 }
 
 /// `[analysis]`: trial responses, responsiveness, single-neuron measures and maps
@@ -1159,8 +1161,11 @@ pub struct AnalysisParams {
     /// Response window from the onset, s.
     pub response_window_s: f64,
     pub test: ResponseTest,
-    /// Benjamini–Hochberg level over a cell's stimuli.
+    /// Benjamini–Hochberg level over a cell's stimuli (for "shuffle": the
+    /// family-wise level of the max-statistic test).
     pub fdr_q: f64,
+    /// Circular shifts of the "shuffle" test.
+    pub shuffles: usize,
     /// A responsive stimulus also needs a mean response above this (ΔF/F).
     pub min_amplitude: f64,
     /// Rank of the tuning width in a sorted curve of 34 stimuli (scaled for others).
@@ -1177,8 +1182,9 @@ impl Default for AnalysisParams {
         AnalysisParams {
             baseline_window_s: 0.5,
             response_window_s: 0.5,
-            test: ResponseTest::Wilcoxon,
+            test: ResponseTest::Shuffle,
             fdr_q: 0.05,
+            shuffles: 1000,
             min_amplitude: 0.0,
             width_rank: 15,
             exclude_categories: true,
@@ -1193,6 +1199,12 @@ impl AnalysisParams {
         positive("response_window_s", self.response_window_s)?;
         if !(self.fdr_q > 0.0 && self.fdr_q < 1.0) {
             return Err(format!("fdr_q = {}; must be in (0, 1)", self.fdr_q));
+        }
+        if self.test == ResponseTest::Shuffle && self.shuffles < 20 {
+            return Err(format!(
+                "shuffles = {}; the shuffle test needs at least 20",
+                self.shuffles
+            ));
         }
         if !self.min_amplitude.is_finite() {
             return Err(format!(

@@ -387,10 +387,14 @@ fn print_analysis(a: &pipeline::analyze::AnalysisSummary) {
         .iter()
         .map(|(id, d, o)| format!("{id} {d:.2}/{o:.2}"))
         .collect();
-    println!(
-        "map diagonal/off-diagonal, baseline-normalised: {}",
-        maps.join(", ")
-    );
+    if maps.is_empty() {
+        println!("no maps: fewer than 2 spared cells were found in every session");
+    } else {
+        println!(
+            "map diagonal/off-diagonal, baseline-normalised: {}",
+            maps.join(", ")
+        );
+    }
 }
 
 fn track_footprints_cmd(

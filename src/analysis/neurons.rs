@@ -54,6 +54,12 @@ impl TrialDesign {
 pub enum Test {
     Wilcoxon,
     PairedT,
+    /// Max-statistic test against circular shifts of the trace (SCIENCE.md §3.1's
+    /// "shuffle" mode): `shuffles` shifts, seeded per cell.
+    Shuffle {
+        shuffles: usize,
+        seed: u64,
+    },
 }
 
 /// Settings of the single-neuron analysis.
@@ -106,7 +112,94 @@ pub fn analyse_cell(dff: &[f32], design: &TrialDesign, s: &NeuronSettings) -> Ce
         .iter()
         .map(|&o| trial_response(dff, o, s.baseline_frames, s.response_frames))
         .collect();
-    analyse_responses(responses, design, s)
+    let mut cell = analyse_responses(responses, design, s);
+    if let Test::Shuffle { shuffles, seed } = s.test {
+        let null = shuffle_null(dff, design, s, shuffles, seed);
+        apply_max_null(&mut cell, &null, s);
+    }
+    cell
+}
+
+/// The largest stimulus mean of `responses` (NaN trials skipped).
+fn max_stimulus_mean(responses: &[f64], design: &TrialDesign) -> f64 {
+    let mut sums = vec![(0.0, 0usize); design.n_stimuli];
+    for (t, &st) in design.stimulus.iter().enumerate() {
+        if responses[t].is_finite() {
+            sums[st].0 += responses[t];
+            sums[st].1 += 1;
+        }
+    }
+    sums.iter()
+        .filter(|x| x.1 > 0)
+        .map(|x| x.0 / x.1 as f64)
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// Null distribution (sorted) of the largest stimulus mean when the trace is
+/// shifted circularly against the schedule by at least two trial windows, which
+/// keeps the trace's own autocorrelation and event rate.
+fn shuffle_null(
+    dff: &[f32],
+    design: &TrialDesign,
+    s: &NeuronSettings,
+    shuffles: usize,
+    seed: u64,
+) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    let n = dff.len();
+    let (nb, nr) = (s.baseline_frames, s.response_frames);
+    let min_shift = 2 * (nb + nr);
+    if n <= 2 * min_shift || shuffles == 0 {
+        return Vec::new();
+    }
+    // Prefix sums over three copies of the trace, so a circular window around
+    // any point of the middle copy is one lookup.
+    let mut prefix = Vec::with_capacity(3 * n + 1);
+    prefix.push(0f64);
+    for k in 0..3 * n {
+        let v = dff[k % n];
+        let last = *prefix.last().expect("non-empty");
+        prefix.push(last + if v.is_finite() { v as f64 } else { 0.0 });
+    }
+    let window = |a: usize, len: usize| (prefix[a + len] - prefix[a]) / len as f64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut null: Vec<f64> = (0..shuffles)
+        .map(|_| {
+            let shift = rng.random_range(min_shift..n - min_shift);
+            let responses: Vec<f64> = design
+                .onset
+                .iter()
+                .map(|&o| {
+                    let o = (o + shift) % n + n; // into the middle copy
+                    window(o, nr) - window(o - nb, nb)
+                })
+                .collect();
+            max_stimulus_mean(&responses, design)
+        })
+        .collect();
+    null.sort_by(|a, b| a.total_cmp(b));
+    null
+}
+
+/// Per stimulus, p = (1 + #null ≥ mean) / (1 + #null); the max statistic controls
+/// the error over the cell's stimuli, so `q` is `p`.
+fn apply_max_null(cell: &mut CellSession, null: &[f64], s: &NeuronSettings) {
+    if null.is_empty() {
+        return;
+    }
+    let n = null.len() as f64;
+    for (j, m) in cell.tuning.iter().enumerate() {
+        let p = if m.is_finite() {
+            let above = null.len() - null.partition_point(|&x| x < *m);
+            (1.0 + above as f64) / (1.0 + n)
+        } else {
+            f64::NAN
+        };
+        cell.p[j] = p;
+        cell.q[j] = p;
+        cell.responsive_to[j] = p <= s.fdr_q && *m > s.min_amplitude;
+    }
+    cell.responsive = cell.responsive_to.iter().any(|&r| r);
 }
 
 /// The per-stimulus and per-cell measures from single-trial responses.
@@ -145,7 +238,7 @@ pub fn analyse_responses(
         .iter()
         .map(|v| match s.test {
             Test::Wilcoxon => wilcoxon_greater(v),
-            Test::PairedT => paired_t_greater(v),
+            Test::PairedT | Test::Shuffle { .. } => paired_t_greater(v),
         })
         .collect();
     let q = benjamini_hochberg(&p);
@@ -264,7 +357,14 @@ mod tests {
         }
         let design = TrialDesign::new(onset, stim, 4);
         assert_eq!(design.n_repetitions(), 8);
-        for test in [Test::Wilcoxon, Test::PairedT] {
+        for test in [
+            Test::Wilcoxon,
+            Test::PairedT,
+            Test::Shuffle {
+                shuffles: 200,
+                seed: 1,
+            },
+        ] {
             let c = analyse_cell(&dff, &design, &settings(test));
             assert_eq!(
                 c.responsive_to,

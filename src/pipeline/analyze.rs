@@ -230,6 +230,10 @@ pub fn run_analyze(
                         test: match a.test {
                             ResponseTest::Wilcoxon => Test::Wilcoxon,
                             ResponseTest::Ttest => Test::PairedT,
+                            ResponseTest::Shuffle => Test::Shuffle {
+                                shuffles: a.shuffles,
+                                seed: 0,
+                            },
                         },
                         fdr_q: a.fdr_q,
                         min_amplitude: a.min_amplitude,
@@ -238,10 +242,20 @@ pub fn run_analyze(
                     tracked
                         .rois
                         .par_iter()
-                        .map(|r| {
+                        .enumerate()
+                        .map(|(c, r)| {
                             let roi = r[s]?;
                             let trace = dff.get(&(s, roi))?;
-                            Some(analyse_cell(trace, design, &settings))
+                            // One seeded stream per session and cell: deterministic
+                            // whatever the thread count.
+                            let mut cell_settings = settings;
+                            if let Test::Shuffle { shuffles, .. } = settings.test {
+                                cell_settings.test = Test::Shuffle {
+                                    shuffles,
+                                    seed: ((s as u64) << 32) | c as u64,
+                                };
+                            }
+                            Some(analyse_cell(trace, design, &cell_settings))
                         })
                         .collect()
                 }
