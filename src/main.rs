@@ -540,6 +540,15 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
             run.join("score").join("cells.parquet").display()
         );
     }
+    if let Some(a) = &s.analysis {
+        print_analysis_score(a);
+        for name in ["responsive", "maps"] {
+            println!(
+                "wrote {}",
+                run.join("score").join(format!("{name}.parquet")).display()
+            );
+        }
+    }
     if let Some(t) = &s.tracking {
         print_track_score(t);
         for name in ["tracking", "tags", "alignment"] {
@@ -550,6 +559,34 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_analysis_score(a: &cortexmap::score::analysis::AnalysisScore) {
+    println!("responsive cells against the truth (cell-sessions of matched ROIs):");
+    println!("  session     TP    FN    FP    TN  sensitivity  specificity  balanced");
+    for r in &a.responsive {
+        println!(
+            "  {:<7} {:>5} {:>5} {:>5} {:>5} {:>12.3} {:>12.3} {:>9.3}",
+            r.session, r.tp, r.fn_, r.fp, r.tn, r.sensitivity, r.specificity, r.balanced_accuracy
+        );
+    }
+    if !a.maps.is_empty() {
+        let m: Vec<String> = a
+            .maps
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {:.2}/{:.2} (truth {:.2}/{:.2})",
+                    m.session,
+                    m.diagonal_norm,
+                    m.off_diagonal_norm,
+                    m.true_diagonal_norm,
+                    m.true_off_diagonal_norm
+                )
+            })
+            .collect();
+        println!("normalised map diagonal/off-diagonal: {}", m.join(", "));
+    }
 }
 
 fn print_track_score(t: &cortexmap::score::track::TrackScore) {

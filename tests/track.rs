@@ -254,6 +254,16 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
         set.is_subset(&in_d5) && set.len() + 5 >= in_d5.len(),
         "{set:?} vs {in_d5:?}"
     );
+
+    // Responsiveness against the truth (the default shuffle test).
+    let score = cortexmap::score::score(&exp, &out).unwrap();
+    let a = score.analysis.expect("the analysis was scored");
+    let all = a.responsive.last().unwrap();
+    assert_eq!(all.session, "all");
+    assert!(all.tp + all.fn_ + all.fp + all.tn >= 40, "{all:?}");
+    eprintln!("responsive: {all:?}");
+    assert!(all.balanced_accuracy >= 0.6, "{all:?}");
+    assert!(out.join("score").join("responsive.parquet").exists());
 }
 
 /// Footprints of `n` discs scattered with `seed` over a `w × h` frame.

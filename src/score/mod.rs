@@ -8,6 +8,7 @@
 //! estimated per-pixel displacement field against the true one (rigid + warp),
 //! again after removing one constant offset per session, sampled every 4 px.
 
+pub mod analysis;
 pub mod cells;
 pub mod track;
 
@@ -44,6 +45,8 @@ pub struct Score {
     pub cells: Option<Vec<cells::CellScore>>,
     /// Tracking and tag accuracy, when the run has cells.parquet.
     pub tracking: Option<track::TrackScore>,
+    /// Responsiveness and map accuracy, when the run has neurons.parquet.
+    pub analysis: Option<analysis::AnalysisScore>,
 }
 
 /// The truth folder: `dir/truth` when it exists, else `dir` itself.
@@ -301,10 +304,23 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
         write_table(out.join("tags.parquet"), &track::tags_table(t))?;
         write_table(out.join("alignment.parquet"), &track::alignment_table(t))?;
     }
+    let analysis = if cells.is_some() {
+        analysis::score_analysis(&truth, run, &matches)?
+    } else {
+        None
+    };
+    if let Some(a) = &analysis {
+        write_table(
+            out.join("responsive.parquet"),
+            &analysis::responsive_table(a),
+        )?;
+        write_table(out.join("maps.parquet"), &analysis::maps_table(a))?;
+    }
     Ok(Score {
         motion,
         cells,
         tracking,
+        analysis,
     })
 }
 
