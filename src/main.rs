@@ -423,7 +423,7 @@ fn track_footprints_cmd(
     let ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
     print_tracking(&ids, &t);
     println!("tracked in {:.2} s", started.elapsed().as_secs_f64());
-    for name in ["cells", "alignment", "track_pairs"] {
+    for name in ["cells", "alignment", "track_pairs", "rois_ref"] {
         println!("wrote {}", out.join(format!("{name}.parquet")).display());
     }
     Ok(())

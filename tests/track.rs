@@ -356,6 +356,9 @@ fn track_footprints_command_tracks_files_and_refuses_unrelated_sessions() {
     assert!(stdout.contains("60 tracked cells"), "{stdout}");
     let cells = read_table(out.join("cells.parquet")).unwrap();
     assert_eq!(cells.n_rows(), 120);
+    // Every footprint of both files, in reference coordinates.
+    let moved = read_table(out.join("rois_ref.parquet")).unwrap();
+    assert_eq!(moved.n_rows(), 117);
     let al = read_table(out.join("alignment.parquet")).unwrap();
     let path = out.join("alignment.parquet");
     let dx = al.f64s(&path, "dx").unwrap();

@@ -294,7 +294,8 @@ pub fn run(
         let mut tracking = None;
         if from == Stage::Track {
             tracking = Some(track::run_track(&exp, &layout, params, progress)?);
-            tables.extend(["cells", "alignment", "track_pairs"].map(|t| layout.table(t)));
+            tables
+                .extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
         }
         let mut analysis = None;
         if until >= Stage::Analyze {
@@ -382,7 +383,7 @@ pub fn run(
     let mut tracking = None;
     if until >= Stage::Track {
         tracking = Some(track::run_track(&exp, &layout, params, progress)?);
-        tables.extend(["cells", "alignment", "track_pairs"].map(|t| layout.table(t)));
+        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
     }
     let mut analysis = None;
     if until >= Stage::Analyze {

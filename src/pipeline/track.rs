@@ -1,6 +1,7 @@
 //! The `track` stage of a run: reads the detect stage's ROIs and images from the
 //! run folder, tracks cells across sessions ([`crate::track`]) and writes
-//! `cells.parquet`, `alignment.parquet` and `track_pairs.parquet`.
+//! `cells.parquet`, `alignment.parquet`, `track_pairs.parquet` and
+//! `rois_ref.parquet`.
 
 use super::RunLayout;
 use crate::config::{Experiment, Params};
@@ -140,7 +141,7 @@ pub fn run_track(
     Ok(tracking)
 }
 
-/// Write cells.parquet, alignment.parquet and track_pairs.parquet.
+/// Write cells.parquet, alignment.parquet, track_pairs.parquet and rois_ref.parquet.
 pub fn write_tracking(
     layout: &RunLayout,
     sessions: &[TrackSession],
@@ -150,7 +151,28 @@ pub fn write_tracking(
     write_table(layout.table("cells"), &cells_table(sessions, t, typed))?;
     write_table(layout.table("alignment"), &alignment_table(sessions, t))?;
     write_table(layout.table("track_pairs"), &pairs_table(sessions, t))?;
+    write_table(layout.table("rois_ref"), &rois_ref_table(sessions, t))?;
     Ok(())
+}
+
+/// One row per tracked ROI: its footprint moved into reference coordinates
+/// (pixels index the reference session's frame; weights have unit norm).
+pub fn rois_ref_table(sessions: &[TrackSession], t: &Tracking) -> Table {
+    let f = &t.ref_footprints;
+    Table::new()
+        .with(
+            "session",
+            Column::Str(f.iter().map(|x| sessions[x.0].id.clone()).collect()),
+        )
+        .with("roi", Column::U32(f.iter().map(|x| x.1).collect()))
+        .with(
+            "pixels",
+            Column::ListU32(f.iter().map(|x| x.2.pixels.clone()).collect()),
+        )
+        .with(
+            "weights",
+            Column::ListF32(f.iter().map(|x| x.2.weights.clone()).collect()),
+        )
 }
 
 /// One row per tracked cell × session.

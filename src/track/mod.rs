@@ -93,6 +93,9 @@ pub struct Tracking {
     pub gate_px: f64,
     /// The target tolerance used, px.
     pub tolerance_px: f64,
+    /// Every tracked ROI's footprint in reference coordinates: (session index,
+    /// ROI id, footprint), in session order.
+    pub ref_footprints: Vec<(usize, u32, RefFootprint)>,
 }
 
 /// Median diameter of a disc with the ROIs' core area (pixels of at least a fifth
@@ -281,6 +284,17 @@ pub fn track_sessions(
             p_same: c.p,
         })
         .collect();
+    let ref_footprints = mapped
+        .into_iter()
+        .enumerate()
+        .map(|(g, (_, fp))| {
+            (
+                session_of[g],
+                sessions[session_of[g]].rois[local[g]].roi,
+                fp,
+            )
+        })
+        .collect();
     Ok(Tracking {
         alignments,
         cells,
@@ -288,6 +302,7 @@ pub fn track_sessions(
         pairs,
         gate_px: gate,
         tolerance_px: tolerance,
+        ref_footprints,
     })
 }
 
