@@ -21,6 +21,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod analysis;
+pub mod assign;
 pub mod bench;
 pub mod config;
 pub mod detect;

@@ -291,19 +291,15 @@ pub fn run(
     if from >= Stage::Track {
         let sessions = resume_sessions(&exp, &layout)?;
         let mut tables = Vec::new();
-        let mut tracking = None;
-        if from == Stage::Track {
-            tracking = Some(track::run_track(&exp, &layout, params, progress)?);
-            tables
-                .extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
-        }
-        let mut analysis = None;
-        if until >= Stage::Analyze {
-            analysis = Some(analyze::run_analyze(
-                &exp, &sessions, &layout, params, progress,
-            )?);
-            tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
-        }
+        let (tracking, analysis) = late_stages(
+            &exp,
+            &sessions,
+            &layout,
+            params,
+            (from, until),
+            progress,
+            &mut tables,
+        )?;
         return Ok(RunSummary {
             out: out.to_path_buf(),
             sessions,
@@ -380,18 +376,15 @@ pub fn run(
             })
             .collect();
     }
-    let mut tracking = None;
-    if until >= Stage::Track {
-        tracking = Some(track::run_track(&exp, &layout, params, progress)?);
-        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
-    }
-    let mut analysis = None;
-    if until >= Stage::Analyze {
-        analysis = Some(analyze::run_analyze(
-            &exp, &sessions, &layout, params, progress,
-        )?);
-        tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
-    }
+    let (tracking, analysis) = late_stages(
+        &exp,
+        &sessions,
+        &layout,
+        params,
+        (from, until),
+        progress,
+        &mut tables,
+    )?;
     Ok(RunSummary {
         out: out.to_path_buf(),
         sessions,
@@ -401,6 +394,35 @@ pub fn run(
         analysis,
         tables,
     })
+}
+
+/// The stages across sessions, track and analyze, where `from..=until` covers
+/// them; their tables are added to `tables`.
+fn late_stages(
+    exp: &Experiment,
+    sessions: &[SessionSummary],
+    layout: &RunLayout,
+    params: &Params,
+    (from, until): (Stage, Stage),
+    progress: &dyn Progress,
+    tables: &mut Vec<PathBuf>,
+) -> Result<(
+    Option<crate::track::Tracking>,
+    Option<analyze::AnalysisSummary>,
+)> {
+    let mut tracking = None;
+    if from <= Stage::Track && until >= Stage::Track {
+        tracking = Some(track::run_track(exp, layout, params, progress)?);
+        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
+    }
+    let mut analysis = None;
+    if until >= Stage::Analyze {
+        analysis = Some(analyze::run_analyze(
+            exp, sessions, layout, params, progress,
+        )?);
+        tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
+    }
+    Ok((tracking, analysis))
 }
 
 /// The sessions, and each session's valid box `[x0, x1, y0, y1]`.

@@ -80,31 +80,16 @@ pub fn match_pairs(
     if est.is_empty() || truth.is_empty() {
         return Vec::new();
     }
-    let transpose = est.len() > truth.len();
-    let (rows, cols) = if transpose {
-        (truth, est)
-    } else {
-        (est, truth)
-    };
-    let mut w = vec![0i64; rows.len() * cols.len()];
-    for (i, a) in rows.iter().enumerate() {
-        for (j, b) in cols.iter().enumerate() {
-            let (e, t) = if transpose { (b, a) } else { (a, b) };
+    let mut w = vec![0i64; est.len() * truth.len()];
+    for (i, e) in est.iter().enumerate() {
+        for (j, t) in truth.iter().enumerate() {
             if allowed(e, t) {
-                let d = (a.x - b.x).hypot(a.y - b.y);
-                w[i * cols.len() + j] = 1_000_000 - (d * 1000.0).round().min(999_999.0) as i64;
+                let d = (e.x - t.x).hypot(e.y - t.y);
+                w[i * truth.len() + j] = 1_000_000 - (d * 1000.0).round().min(999_999.0) as i64;
             }
         }
     }
-    let m = pathfinding::matrix::Matrix::from_vec(rows.len(), cols.len(), w.clone())
-        .expect("matrix size matches its data");
-    let (_, assign) = pathfinding::kuhn_munkres::kuhn_munkres(&m);
-    assign
-        .iter()
-        .enumerate()
-        .filter(|&(i, &j)| w[i * cols.len() + j] > 0)
-        .map(|(i, &j)| if transpose { (j, i) } else { (i, j) })
-        .collect()
+    crate::assign::max_weight_pairs(est.len(), truth.len(), &w)
 }
 
 /// |A ∩ B| / |A ∪ B| of two sorted pixel lists.

@@ -1,7 +1,7 @@
 //! From pairwise match probabilities to tracks across all sessions.
 //!
 //! 1. For every pair of sessions, an optimal one-to-one assignment (Hungarian,
-//!    `pathfinding`'s Kuhn–Munkres, on each connected group of candidates) keeps
+//!    [`crate::assign`], on each connected group of candidates) keeps
 //!    at most one partner per ROI among the pairs with `P(same) ≥ threshold`.
 //! 2. Those links, most probable first, merge ROIs into tracks (constrained
 //!    average-linkage clustering, as CellReg's final clustering step does): two
@@ -80,32 +80,18 @@ fn hungarian(group: &[Candidate]) -> Vec<Candidate> {
         v.sort_unstable();
         v.dedup();
     }
-    let transpose = left.len() > right.len();
-    let (rows, cols) = if transpose {
-        (&right, &left)
-    } else {
-        (&left, &right)
-    };
-    let mut w = vec![0i64; rows.len() * cols.len()];
+    let mut w = vec![0i64; left.len() * right.len()];
     for e in group {
-        let (r, c) = if transpose { (e.b, e.a) } else { (e.a, e.b) };
-        let i = rows.binary_search(&r).expect("row node");
-        let j = cols.binary_search(&c).expect("column node");
-        w[i * cols.len() + j] = 1 + (e.p * 1e6).round() as i64;
+        let i = left.binary_search(&e.a).expect("left node");
+        let j = right.binary_search(&e.b).expect("right node");
+        w[i * right.len() + j] = 1 + (e.p * 1e6).round() as i64;
     }
-    let m = pathfinding::matrix::Matrix::from_vec(rows.len(), cols.len(), w.clone())
-        .expect("matrix size matches its data");
-    let (_, assign) = pathfinding::kuhn_munkres::kuhn_munkres(&m);
-    assign
-        .iter()
-        .enumerate()
-        .filter(|&(i, &j)| w[i * cols.len() + j] > 0)
-        .map(|(i, &j)| {
-            let (r, c) = (rows[i], cols[j]);
-            let (a, b) = if transpose { (c, r) } else { (r, c) };
+    crate::assign::max_weight_pairs(left.len(), right.len(), &w)
+        .into_iter()
+        .map(|(i, j)| {
             *group
                 .iter()
-                .find(|e| e.a == a && e.b == b)
+                .find(|e| e.a == left[i] && e.b == right[j])
                 .expect("assigned pairs are edges")
         })
         .collect()

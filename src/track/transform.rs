@@ -81,14 +81,8 @@ impl Affine {
             return Err(Error::internal("an affine fit needs three point pairs"));
         }
         // Centre the points so the system is well conditioned.
-        let mean = |p: &[(f64, f64)]| {
-            let (sx, sy) = p[..n]
-                .iter()
-                .fold((0.0, 0.0), |a, q| (a.0 + q.0, a.1 + q.1));
-            (sx / n as f64, sy / n as f64)
-        };
-        let (fx, fy) = mean(from);
-        let (tx, ty) = mean(to);
+        let (fx, fy) = centroid(&from[..n]);
+        let (tx, ty) = centroid(&to[..n]);
         let a = faer::Mat::<f64>::from_fn(n, 2, |i, j| {
             if j == 0 {
                 from[i].0 - fx
@@ -131,14 +125,8 @@ impl Affine {
         if n < 2 {
             return Err(Error::internal("a rigid fit needs two point pairs"));
         }
-        let c = |p: &[(f64, f64)]| {
-            let (sx, sy) = p[..n]
-                .iter()
-                .fold((0.0, 0.0), |a, q| (a.0 + q.0, a.1 + q.1));
-            (sx / n as f64, sy / n as f64)
-        };
-        let (fx, fy) = c(from);
-        let (tx, ty) = c(to);
+        let (fx, fy) = centroid(&from[..n]);
+        let (tx, ty) = centroid(&to[..n]);
         let (mut sxx, mut sxy) = (0.0, 0.0);
         for i in 0..n {
             let (ax, ay) = (from[i].0 - fx, from[i].1 - fy);
@@ -149,6 +137,12 @@ impl Affine {
         let theta = sxy.atan2(sxx);
         Ok(Affine::rotation_about(theta, (fx, fy), tx - fx, ty - fy))
     }
+}
+
+/// The mean of some points (they must not be empty).
+fn centroid(p: &[(f64, f64)]) -> (f64, f64) {
+    let (sx, sy) = p.iter().fold((0.0, 0.0), |a, q| (a.0 + q.0, a.1 + q.1));
+    (sx / p.len() as f64, sy / p.len() as f64)
 }
 
 #[cfg(test)]
