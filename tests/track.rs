@@ -229,6 +229,7 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
         "tuning",
         "neurons",
         "rsm",
+        "correlations",
         "map_summary",
         "map_similarity",
     ] {

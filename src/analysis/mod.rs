@@ -5,6 +5,7 @@
 //! map mathematics (§4.1) shared by the simulator's ground truth and, later, the
 //! `analyze` stage.
 
+pub mod correlations;
 pub mod maps;
 pub mod neurons;
 pub mod stats;

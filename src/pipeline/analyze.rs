@@ -2,15 +2,16 @@
 //! single-neuron measures, groups, and the representational maps of every
 //! session ([`crate::analysis`]). Reads cells.parquet and traces.parquet; writes
 //! trials.parquet, tuning.parquet, neurons.parquet, rsm.parquet,
-//! map_summary.parquet and map_similarity.parquet, and sets `initially_silent`
+//! correlations.parquet, map_summary.parquet and map_similarity.parquet, and sets
+//! `initially_silent`
 //! in cells.parquet.
 
 use super::{RunLayout, SessionSummary};
-use crate::analysis::maps;
 use crate::analysis::neurons::{analyse_cell, CellSession, NeuronSettings, Test, TrialDesign};
+use crate::analysis::{correlations, maps};
 use crate::config::{Experiment, Params, ResponseTest};
 use crate::error::{Error, Result};
-use crate::io::table::{for_each_batch, read_table, write_table, Column, Table};
+use crate::io::table::{for_each_batch, read_table, write_table, Column, Table, TableWriter};
 use crate::progress::Progress;
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -293,6 +294,7 @@ pub fn run_analyze(
         layout.table("rsm"),
         &rsm_table(sessions, &labels, &session_maps),
     )?;
+    write_correlations(layout, sessions, &designs, &results)?;
     let before = pre_ablation(exp, sessions);
     let summary = map_summary_table(
         sessions,
@@ -523,6 +525,49 @@ fn session_maps(
             ))
         })
         .collect()
+}
+
+/// correlations.parquet: per session, every pair of analysed cells, written
+/// session by session.
+fn write_correlations(
+    layout: &RunLayout,
+    sessions: &[SessionSummary],
+    designs: &[Option<TrialDesign>],
+    results: &[Vec<Option<CellSession>>],
+) -> Result<()> {
+    let rows = |session: &str, pairs: &[(u32, u32, f64, f64)]| {
+        Table::new()
+            .with(
+                "session",
+                Column::Str(vec![session.to_string(); pairs.len()]),
+            )
+            .with("cell_a", Column::U32(pairs.iter().map(|p| p.0).collect()))
+            .with("cell_b", Column::U32(pairs.iter().map(|p| p.1).collect()))
+            .with(
+                "signal_corr",
+                Column::F64(pairs.iter().map(|p| p.2).collect()),
+            )
+            .with(
+                "noise_corr",
+                Column::F64(pairs.iter().map(|p| p.3).collect()),
+            )
+    };
+    let mut w = TableWriter::create(layout.table("correlations"))?;
+    for (s, res) in results.iter().enumerate() {
+        let Some(design) = &designs[s] else {
+            continue;
+        };
+        let ids: Vec<usize> = (0..res.len()).filter(|&c| res[c].is_some()).collect();
+        let cells: Vec<&CellSession> = ids.iter().filter_map(|&c| res[c].as_ref()).collect();
+        let pairs: Vec<(u32, u32, f64, f64)> = correlations::pair_correlations(&cells, design)
+            .into_iter()
+            .map(|p| (ids[p.a] as u32, ids[p.b] as u32, p.signal, p.noise))
+            .collect();
+        if !pairs.is_empty() {
+            w.write(&rows(&sessions[s].id, &pairs))?;
+        }
+    }
+    w.finish(&rows("", &[]))
 }
 
 fn trials_table(

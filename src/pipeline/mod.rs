@@ -86,11 +86,12 @@ impl Stage {
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
 /// `initially_silent`).
-const ANALYSIS_TABLES: [&str; 7] = [
+const ANALYSIS_TABLES: [&str; 8] = [
     "trials",
     "tuning",
     "neurons",
     "rsm",
+    "correlations",
     "map_summary",
     "map_similarity",
     "cells",
