@@ -1172,6 +1172,8 @@ pub struct AnalysisParams {
     pub width_rank: usize,
     /// Exclude the high- and low-category cells of SCIENCE.md §1.7 from the maps.
     pub exclude_categories: bool,
+    /// A pair of cells counts as highly co-tuned above this signal correlation.
+    pub high_sc_threshold: f64,
     /// A ROI enters the analysis only when its median neuropil-corrected F is at
     /// least this fraction of its median raw F (else its ΔF/F has no baseline).
     pub min_f0_fraction: f64,
@@ -1188,6 +1190,7 @@ impl Default for AnalysisParams {
             min_amplitude: 0.0,
             width_rank: 15,
             exclude_categories: true,
+            high_sc_threshold: 0.5,
             min_f0_fraction: 0.1,
         }
     }
@@ -1210,6 +1213,12 @@ impl AnalysisParams {
             return Err(format!(
                 "min_amplitude = {}; must be a number",
                 self.min_amplitude
+            ));
+        }
+        if !(self.high_sc_threshold > -1.0 && self.high_sc_threshold < 1.0) {
+            return Err(format!(
+                "high_sc_threshold = {}; must be in (-1, 1)",
+                self.high_sc_threshold
             ));
         }
         if !(self.min_f0_fraction >= 0.0 && self.min_f0_fraction < 1.0) {

@@ -230,6 +230,7 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
         "neurons",
         "rsm",
         "correlations",
+        "correlation_summary",
         "map_summary",
         "map_similarity",
     ] {

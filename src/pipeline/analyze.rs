@@ -294,8 +294,23 @@ pub fn run_analyze(
         layout.table("rsm"),
         &rsm_table(sessions, &labels, &session_maps),
     )?;
-    write_correlations(layout, sessions, &designs, &results)?;
+    let pairs = write_correlations(layout, sessions, &designs, &results)?;
     let before = pre_ablation(exp, sessions);
+    write_table(
+        layout.table("correlation_summary"),
+        &correlation_summary(
+            sessions,
+            &pairs,
+            &results,
+            &tracked,
+            &groups,
+            &spared,
+            reference,
+            &before,
+            a.high_sc_threshold,
+        ),
+    )?;
+    drop(pairs);
     let summary = map_summary_table(
         sessions,
         &session_maps,
@@ -534,8 +549,8 @@ fn write_correlations(
     sessions: &[SessionSummary],
     designs: &[Option<TrialDesign>],
     results: &[Vec<Option<CellSession>>],
-) -> Result<()> {
-    let rows = |session: &str, pairs: &[(u32, u32, f64, f64)]| {
+) -> Result<Vec<Vec<Pair>>> {
+    let rows = |session: &str, pairs: &[Pair]| {
         Table::new()
             .with(
                 "session",
@@ -553,6 +568,7 @@ fn write_correlations(
             )
     };
     let mut w = TableWriter::create(layout.table("correlations"))?;
+    let mut all = vec![Vec::new(); results.len()];
     for (s, res) in results.iter().enumerate() {
         let Some(design) = &designs[s] else {
             continue;
@@ -566,8 +582,131 @@ fn write_correlations(
         if !pairs.is_empty() {
             w.write(&rows(&sessions[s].id, &pairs))?;
         }
+        all[s] = pairs;
     }
-    w.finish(&rows("", &[]))
+    w.finish(&rows("", &[]))?;
+    Ok(all)
+}
+
+/// A cell pair of one session: (cell_a, cell_b, signal, noise).
+type Pair = (u32, u32, f64, f64);
+
+/// correlation_summary.parquet (SCIENCE.md §5.1): per session and set of spared
+/// pairs (groups A–A, A–B, B–B; and spared cells against the targets' tuning in
+/// the reference session), the number of pairs, the mean signal correlation and
+/// the fraction above `threshold`, with their changes from the mean over the
+/// sessions before the ablation.
+#[allow(clippy::too_many_arguments)]
+fn correlation_summary(
+    sessions: &[SessionSummary],
+    pairs: &[Vec<Pair>],
+    results: &[Vec<Option<CellSession>>],
+    tracked: &Tracked,
+    groups: &[String],
+    spared: &[bool],
+    reference: Option<usize>,
+    before: &[bool],
+    threshold: f64,
+) -> Table {
+    const SETS: [&str; 4] = ["A-A", "A-B", "B-B", "spared-targets"];
+    // Per session and set: the signal correlations.
+    let mut values: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); SETS.len()]; sessions.len()];
+    for (s, list) in pairs.iter().enumerate() {
+        for &(a, b, sc, _) in list {
+            let (a, b) = (a as usize, b as usize);
+            if !(spared[a] && spared[b] && sc.is_finite()) {
+                continue;
+            }
+            let mut g = [groups[a].as_str(), groups[b].as_str()];
+            g.sort_unstable();
+            let set = match g {
+                ["A", "A"] => 0,
+                ["A", "B"] => 1,
+                ["B", "B"] => 2,
+                _ => continue,
+            };
+            values[s][set].push(sc);
+        }
+    }
+    if let Some(r) = reference {
+        let targets: Vec<&CellSession> = (0..tracked.targeted.len())
+            .filter(|&c| tracked.targeted[c])
+            .filter_map(|c| results[r][c].as_ref())
+            .collect();
+        for (s, res) in results.iter().enumerate() {
+            for (c, cell) in res.iter().enumerate() {
+                let Some(cell) = cell.as_ref().filter(|_| spared[c]) else {
+                    continue;
+                };
+                for t in &targets {
+                    if let Some(r) = maps::pearson(&cell.tuning, &t.tuning) {
+                        values[s][3].push(r);
+                    }
+                }
+            }
+        }
+    }
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        if v.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
+        (
+            v.iter().sum::<f64>() / n,
+            v.iter().filter(|&&x| x > threshold).count() as f64 / n,
+        )
+    };
+    let mut t = SummaryColumns::default();
+    for (k, name) in SETS.iter().enumerate() {
+        let per: Vec<(f64, f64)> = values.iter().map(|v| stats(&v[k])).collect();
+        let base = |f: fn(&(f64, f64)) -> f64| {
+            let b: Vec<f64> = (0..sessions.len())
+                .filter(|&s| before[s])
+                .map(|s| f(&per[s]))
+                .filter(|x| x.is_finite())
+                .collect();
+            if b.is_empty() {
+                f64::NAN
+            } else {
+                b.iter().sum::<f64>() / b.len() as f64
+            }
+        };
+        let (base_mean, base_high) = (base(|x| x.0), base(|x| x.1));
+        for (s, sess) in sessions.iter().enumerate() {
+            if values[s][k].is_empty() {
+                continue;
+            }
+            t.session.push(sess.id.clone());
+            t.day.push(sess.day);
+            t.set.push(name.to_string());
+            t.n.push(values[s][k].len() as u32);
+            t.mean.push(per[s].0);
+            t.high.push(per[s].1);
+            t.mean_change.push(per[s].0 - base_mean);
+            t.high_change.push(per[s].1 - base_high);
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(t.session))
+        .with("day", Column::I32(t.day))
+        .with("pair_set", Column::Str(t.set))
+        .with("n_pairs", Column::U32(t.n))
+        .with("mean_signal_corr", Column::F64(t.mean))
+        .with("high_fraction", Column::F64(t.high))
+        .with("mean_signal_corr_change", Column::F64(t.mean_change))
+        .with("high_fraction_change", Column::F64(t.high_change))
+}
+
+#[derive(Default)]
+struct SummaryColumns {
+    session: Vec<String>,
+    day: Vec<i32>,
+    set: Vec<String>,
+    n: Vec<u32>,
+    mean: Vec<f64>,
+    high: Vec<f64>,
+    mean_change: Vec<f64>,
+    high_change: Vec<f64>,
 }
 
 fn trials_table(

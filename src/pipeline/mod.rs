@@ -86,12 +86,13 @@ impl Stage {
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
 /// `initially_silent`).
-const ANALYSIS_TABLES: [&str; 8] = [
+const ANALYSIS_TABLES: [&str; 9] = [
     "trials",
     "tuning",
     "neurons",
     "rsm",
     "correlations",
+    "correlation_summary",
     "map_summary",
     "map_similarity",
     "cells",
