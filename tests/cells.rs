@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bin, tiny_config};
+use common::{bin, small_standard, tiny_config};
 use cortexmap::config::Params;
 use cortexmap::io::table::read_table;
 use cortexmap::io::tiff::{PixelType, TiffWriter, WriteOptions};
@@ -11,25 +11,6 @@ use cortexmap::pipeline::{run, Stage};
 use cortexmap::progress::NoProgress;
 use cortexmap::simulate::{self, SimConfig};
 use std::path::Path;
-
-/// A 128×128 standard-like experiment: 12 px cells at 15 Hz, 3 short sessions.
-fn small_standard() -> SimConfig {
-    SimConfig {
-        name: "small".into(),
-        width: 128,
-        height: 128,
-        n_cells: 30,
-        days: vec![3, 5, 7],
-        n_tones: 7,
-        n_complex: 5,
-        repetitions: 2,
-        frames: Some(700),
-        frames_per_file: 350,
-        n_ablate: 3,
-        deflate: false,
-        ..SimConfig::standard()
-    }
-}
 
 #[test]
 fn rois_and_traces_match_the_truth_on_a_small_simulation() {

@@ -122,19 +122,12 @@ fn tracks_the_true_footprints_of_a_simulated_experiment() {
 fn small_tracked() -> SimConfig {
     SimConfig {
         name: "small-track".into(),
-        width: 128,
-        height: 128,
         n_cells: 40,
-        days: vec![3, 5, 7],
-        n_tones: 7,
-        n_complex: 5,
-        repetitions: 2,
         frames: Some(600),
         frames_per_file: 300,
         n_ablate: 4,
         day_rotation_sd_deg: 1.5,
-        deflate: false,
-        ..SimConfig::standard()
+        ..common::small_standard()
     }
 }
 

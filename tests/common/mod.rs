@@ -20,6 +20,25 @@ pub fn tiny_config() -> SimConfig {
     }
 }
 
+/// A 128×128 standard-like experiment: 12 px cells at 15 Hz, 3 short sessions.
+pub fn small_standard() -> SimConfig {
+    SimConfig {
+        name: "small".into(),
+        width: 128,
+        height: 128,
+        n_cells: 30,
+        days: vec![3, 5, 7],
+        n_tones: 7,
+        n_complex: 5,
+        repetitions: 2,
+        frames: Some(700),
+        frames_per_file: 350,
+        n_ablate: 3,
+        deflate: false,
+        ..SimConfig::standard()
+    }
+}
+
 /// The folder of real data shipped beside the repository, if present.
 pub fn real_data() -> Option<PathBuf> {
     let p = std::env::var_os("CORTEXMAP_REAL_DATA")
