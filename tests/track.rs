@@ -358,6 +358,7 @@ fn track_footprints_command_tracks_files_and_refuses_unrelated_sessions() {
     let path = out.join("alignment.parquet");
     let dx = al.f64s(&path, "dx").unwrap();
     let dy = al.f64s(&path, "dy").unwrap();
+    assert_eq!(al.bools(&path, "reference").unwrap(), &[true, false]);
     assert!(
         (dx[1] + 3.0).abs() < 0.05 && (dy[1] - 2.0).abs() < 0.05,
         "{dx:?} {dy:?}"

@@ -290,29 +290,54 @@ pub fn run(
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
-    if from >= Stage::Track {
-        let sessions = resume_sessions(&exp, &layout)?;
-        let mut tables = Vec::new();
-        let (tracking, analysis) = late_stages(
-            &exp,
-            &sessions,
-            &layout,
-            params,
-            (from, until),
-            progress,
-            &mut tables,
-        )?;
-        return Ok(RunSummary {
-            out: out.to_path_buf(),
-            sessions,
-            motion: Vec::new(),
-            detection: Vec::new(),
-            tracking,
-            analysis,
-            tables,
-        });
+    let mut tables = Vec::new();
+    let (sessions, motion, detection) = if from >= Stage::Track {
+        (resume_sessions(&exp, &layout)?, Vec::new(), Vec::new())
+    } else {
+        session_stages(&exp, &layout, params, (from, until), progress, &mut tables)?
+    };
+    let mut tracking = None;
+    if from <= Stage::Track && until >= Stage::Track {
+        tracking = Some(track::run_track(&exp, &layout, params, progress)?);
+        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
     }
-    let infos = validate(&exp)?;
+    let mut analysis = None;
+    if until >= Stage::Analyze {
+        analysis = Some(analyze::run_analyze(
+            &exp, &sessions, &layout, params, progress,
+        )?);
+        tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
+    }
+    Ok(RunSummary {
+        out: out.to_path_buf(),
+        sessions,
+        motion,
+        detection,
+        tracking,
+        analysis,
+        tables,
+    })
+}
+
+/// What the per-session stages report: the sessions, each session's motion QC,
+/// and per session (ROIs, of which `is_cell`, cell diameter).
+type SessionStages = (
+    Vec<SessionSummary>,
+    Vec<(String, crate::motion::MotionQc)>,
+    Vec<(String, usize, usize, f64)>,
+);
+
+/// The per-session stages (ingest, motion, detect, extract) that `from..=until`
+/// covers; their tables are added to `tables`.
+fn session_stages(
+    exp: &Experiment,
+    layout: &RunLayout,
+    params: &Params,
+    (from, until): (Stage, Stage),
+    progress: &dyn Progress,
+    tables: &mut Vec<PathBuf>,
+) -> Result<SessionStages> {
+    let infos = validate(exp)?;
     if until >= Stage::Motion && from < Stage::Detect {
         for (s, (info, _)) in exp.sessions.iter().zip(&infos) {
             crate::motion::check_registrable(
@@ -324,12 +349,11 @@ pub fn run(
             )?;
         }
     }
-    let mut tables = Vec::new();
     let mut motion = Vec::new();
     let (sessions, boxes) = if from >= Stage::Detect {
-        resume_before_detect(&exp, &layout)?
+        resume_before_detect(exp, layout)?
     } else {
-        create_dir(&out.join("frames"))?;
+        create_dir(&layout.root.join("frames"))?;
         let total: usize = infos.iter().map(|(i, _)| i.n_frames).sum();
         progress.start("ingest", total as u64);
         let mut sessions = Vec::with_capacity(exp.sessions.len());
@@ -349,7 +373,7 @@ pub fn run(
         tables.push(layout.table("sessions"));
         write_table(&tables[0], &sessions_table(&sessions))?;
         if until >= Stage::Motion {
-            motion = run_motion(&exp, &layout, params, progress)?;
+            motion = run_motion(exp, layout, params, progress)?;
             tables.extend(["motion", "motion_qc"].map(|t| layout.table(t)));
             if params.motion.nonrigid {
                 tables.push(layout.table("motion_blocks"));
@@ -360,10 +384,10 @@ pub fn run(
     };
     let mut detection = Vec::new();
     if until >= Stage::Detect {
-        let found = cells::run_detect(&exp, &sessions, &boxes, &layout, params, progress)?;
+        let found = cells::run_detect(exp, &sessions, &boxes, layout, params, progress)?;
         tables.extend(["rois", "detection"].map(|t| layout.table(t)));
         if until >= Stage::Extract {
-            cells::run_extract(&sessions, &boxes, &found, &layout, params, progress)?;
+            cells::run_extract(&sessions, &boxes, &found, layout, params, progress)?;
             tables.push(layout.table("traces"));
         }
         detection = found
@@ -378,53 +402,7 @@ pub fn run(
             })
             .collect();
     }
-    let (tracking, analysis) = late_stages(
-        &exp,
-        &sessions,
-        &layout,
-        params,
-        (from, until),
-        progress,
-        &mut tables,
-    )?;
-    Ok(RunSummary {
-        out: out.to_path_buf(),
-        sessions,
-        motion,
-        detection,
-        tracking,
-        analysis,
-        tables,
-    })
-}
-
-/// The stages across sessions, track and analyze, where `from..=until` covers
-/// them; their tables are added to `tables`.
-fn late_stages(
-    exp: &Experiment,
-    sessions: &[SessionSummary],
-    layout: &RunLayout,
-    params: &Params,
-    (from, until): (Stage, Stage),
-    progress: &dyn Progress,
-    tables: &mut Vec<PathBuf>,
-) -> Result<(
-    Option<crate::track::Tracking>,
-    Option<analyze::AnalysisSummary>,
-)> {
-    let mut tracking = None;
-    if from <= Stage::Track && until >= Stage::Track {
-        tracking = Some(track::run_track(exp, layout, params, progress)?);
-        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
-    }
-    let mut analysis = None;
-    if until >= Stage::Analyze {
-        analysis = Some(analyze::run_analyze(
-            exp, sessions, layout, params, progress,
-        )?);
-        tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
-    }
-    Ok((tracking, analysis))
+    Ok((sessions, motion, detection))
 }
 
 /// The sessions, and each session's valid box `[x0, x1, y0, y1]`.

@@ -257,6 +257,10 @@ pub fn alignment_table(sessions: &[TrackSession], t: &Tracking) -> Table {
             Column::Str(sessions.iter().map(|s| s.id.clone()).collect()),
         )
         .with("day", Column::I32(sessions.iter().map(|s| s.day).collect()))
+        .with(
+            "reference",
+            Column::Bool((0..sessions.len()).map(|s| s == t.reference).collect()),
+        )
         .with("dx", m(0, 2))
         .with("dy", m(1, 2))
         .with("rotation_deg", f(&|x| x.transform.rotation_deg()))

@@ -212,11 +212,17 @@ fn pool(links: &[LinkScore]) -> LinkScore {
     )
 }
 
-/// The run's affine maps from alignment.parquet, by session.
-fn run_maps(run: &Path) -> Result<BTreeMap<String, crate::track::transform::Affine>> {
+/// The run's affine maps from alignment.parquet, by session, and the reference
+/// session.
+fn run_maps(run: &Path) -> Result<(Maps, Option<String>)> {
     let p = run.join("alignment.parquet");
     let t = read_table(&p)?;
     let ids = t.strs(&p, "session")?;
+    let reference = ids
+        .iter()
+        .zip(t.bools(&p, "reference")?)
+        .find(|(_, &r)| r)
+        .map(|(s, _)| s.clone());
     let col = |n: &str| t.f64s(&p, n);
     let (a11, a12, a21, a22, dx, dy) = (
         col("a11")?,
@@ -226,7 +232,7 @@ fn run_maps(run: &Path) -> Result<BTreeMap<String, crate::track::transform::Affi
         col("dx")?,
         col("dy")?,
     );
-    Ok(ids
+    let maps = ids
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -237,8 +243,12 @@ fn run_maps(run: &Path) -> Result<BTreeMap<String, crate::track::transform::Affi
                 },
             )
         })
-        .collect())
+        .collect();
+    Ok((maps, reference))
 }
+
+/// Affine maps by session id.
+type Maps = BTreeMap<String, crate::track::transform::Affine>;
 
 /// Per session: RMS alignment error, px.
 type SessionErrors = Vec<(String, f64)>;
@@ -250,11 +260,7 @@ fn alignment_errors(
     ids: &[String],
     offsets: &BTreeMap<String, (f64, f64)>,
 ) -> Result<(SessionErrors, (f64, f64))> {
-    let maps = run_maps(run)?;
-    let reference = maps
-        .iter()
-        .find(|(_, m)| **m == crate::track::transform::Affine::identity())
-        .map(|(s, _)| s.clone());
+    let (maps, reference) = run_maps(run)?;
     let off = |s: &str| offsets.get(s).copied().unwrap_or((0.0, 0.0));
     let ref_off = reference.as_deref().map(off).unwrap_or((0.0, 0.0));
     let (sess, present) = (tt.strs(path, "session")?, tt.bools(path, "present")?);

@@ -85,6 +85,8 @@ pub struct ScoredPair {
 /// Everything the tracker found.
 #[derive(Debug, Clone)]
 pub struct Tracking {
+    /// Index of the reference session.
+    pub reference: usize,
     pub alignments: Vec<Alignment>,
     pub cells: Vec<Cell>,
     pub model: MatchModel,
@@ -296,6 +298,7 @@ pub fn track_sessions(
         })
         .collect();
     Ok(Tracking {
+        reference,
         alignments,
         cells,
         model,
