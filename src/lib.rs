@@ -33,6 +33,7 @@ pub mod motion;
 pub mod movie;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod score;
 pub mod simulate;
 pub mod track;

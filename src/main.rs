@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate the sample experiment and run every available stage on it.
+    /// Simulate the demo experiment (256x256, 180 cells, 7 sessions, 15 cells
+    /// ablated), run every stage on it, write the report and print the story.
     Demo {
         /// Output folder (the experiment goes to OUT/experiment, the run to OUT/run).
         #[arg(long)]
@@ -46,7 +47,8 @@ enum Command {
     ///
     /// Writes an experiment as CONTRACT.md describes it (experiment.toml, int16 TIFF
     /// stacks and stimuli.csv per session, ablation_targets.csv, cell_types.csv) and a
-    /// truth/ folder of Parquet tables. Presets: sample (64x64, seconds), standard
+    /// truth/ folder of Parquet tables. Presets: sample (64x64, seconds), demo
+    /// (256x256, what `demo` runs), standard
     /// (512x512, ~400 cells, 7 sessions), and the cohorts control, ablate-responsive,
     /// ablate-silent, ablate-inhibitory at standard size.
     Simulate(SimulateArgs),
@@ -64,9 +66,11 @@ enum Command {
         /// Stop after this stage (ingest, motion, detect, extract, track, analyze).
         #[arg(long)]
         until: Option<String>,
-        /// Start at this stage: 'detect' reuses the motion-corrected frames and
-        /// tables an earlier run left in --out; 'track' reuses its ROIs and images;
-        /// 'analyze' its tracked cells and traces.
+        /// Rerun from this stage even if nothing changed: 'detect' reuses the
+        /// motion-corrected frames and tables an earlier run left in --out; 'track'
+        /// reuses its ROIs and images; 'analyze' its tracked cells and traces.
+        /// Without it, a rerun skips the parts whose inputs, parameters and
+        /// outputs are unchanged (run.json keeps their content hashes).
         #[arg(long)]
         from: Option<String>,
     },
@@ -86,6 +90,13 @@ enum Command {
         /// With --regions: largest centroid distance of a match, px.
         #[arg(long, default_value_t = 5.0, requires = "regions")]
         max_dist: f64,
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Write report.html (figures of every stage) into a run folder; `run` writes
+    /// it too.
+    Report {
         /// The run folder.
         #[arg(long)]
         run: PathBuf,
@@ -331,6 +342,16 @@ fn print_simulation(s: &simulate::Summary, movie: bool) {
     );
 }
 
+/// A part of a run, by its restart stage, as the user knows it.
+fn part_name(p: Stage) -> &'static str {
+    match p {
+        Stage::Ingest | Stage::Motion => "ingest+motion",
+        Stage::Detect | Stage::Extract => "detect+extract",
+        Stage::Track => "track",
+        Stage::Analyze => "analyze",
+    }
+}
+
 fn run_cmd(
     manifest: &Path,
     out: &Path,
@@ -343,6 +364,14 @@ fn run_cmd(
     let until = until.map(Stage::parse).transpose()?;
     let from = from.map(Stage::parse).transpose()?;
     let s = pipeline::run(manifest, out, &params, until, from, progress)?;
+    if !s.skipped.is_empty() {
+        let parts: Vec<&str> = s.skipped.iter().map(|p| part_name(*p)).collect();
+        println!(
+            "unchanged since the last run in {}, skipped: {}",
+            out.display(),
+            parts.join(", ")
+        );
+    }
     for sess in &s.sessions {
         println!(
             "{}: day {}, {} frames of {}x{} at {} Hz",
@@ -362,6 +391,13 @@ fn run_cmd(
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
+    Ok(())
+}
+
+fn report_cmd(run: &Path) -> Result<()> {
+    let path = cortexmap::report::write_report(run)?;
+    println!("{}", cortexmap::report::story(run)?.text());
+    println!("wrote {}", path.display());
     Ok(())
 }
 
@@ -586,6 +622,18 @@ fn print_analysis_score(a: &cortexmap::score::analysis::AnalysisScore) {
             })
             .collect();
         println!("normalised map diagonal/off-diagonal: {}", m.join(", "));
+        let worst = a.maps.iter().map(|m| m.max_error()).fold(0.0, f64::max);
+        println!(
+            "largest error of a normalised map value: {worst:.3}; map similarity between \
+             sessions vs truth: Pearson r {:.3}",
+            a.map_similarity_r
+        );
+    }
+    for t in &a.cell_tags {
+        println!(
+            "{}: {} true, {} found, {} correct; precision {:.3}, recall {:.3}, F1 {:.3}",
+            t.tag, t.n_true, t.n_found, t.n_correct, t.precision, t.recall, t.f1
+        );
     }
 }
 
@@ -714,14 +762,22 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 fn demo_cmd(out: &Path, seed: u64, overwrite: bool, progress: &dyn Progress) -> Result<()> {
-    let cfg = SimConfig::sample();
+    let cfg = SimConfig::demo();
     let exp_dir = out.join("experiment");
     let s = simulate::simulate(&cfg, seed, &exp_dir, overwrite, progress)?;
     print_simulation(&s, true);
     let run_dir = out.join("run");
     run_cmd(&s.manifest, &run_dir, None, None, None, progress)?;
+    println!();
+    println!("demo: {}", cortexmap::report::story(&run_dir)?.text());
+    println!("experiment and truth: {}", exp_dir.display());
+    println!("run tables:           {}", run_dir.display());
     println!(
-        "demo done: experiment in {}, run tables in {}",
+        "report:               {}",
+        cortexmap::report::report_path(&run_dir).display()
+    );
+    println!(
+        "score against truth:  cortexmap score --truth {} --run {}",
         exp_dir.display(),
         run_dir.display()
     );
@@ -833,6 +889,7 @@ fn main() -> ExitCode {
             reference,
             params,
         } => track_footprints_cmd(files, out, *reference, params.as_deref(), &progress),
+        Command::Report { run } => report_cmd(run),
         Command::Score {
             truth,
             regions,

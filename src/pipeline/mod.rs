@@ -18,6 +18,7 @@
 //! Later stages (analyze) attach here.
 
 pub mod analyze;
+pub mod cache;
 mod cells;
 pub mod track;
 
@@ -123,6 +124,9 @@ pub struct RunSummary {
     /// The analyze stage's summary, when it ran.
     pub analysis: Option<analyze::AnalysisSummary>,
     pub tables: Vec<PathBuf>,
+    /// Parts (by restart stage) skipped because their inputs, parameters and
+    /// outputs were unchanged since the last run.
+    pub skipped: Vec<Stage>,
 }
 
 /// The movie of a session's functional channel.
@@ -268,38 +272,58 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RunSummary> {
     params.validate().map_err(Error::usage)?;
-    let from = from.unwrap_or(Stage::Ingest);
-    if !matches!(
-        from,
-        Stage::Ingest | Stage::Detect | Stage::Track | Stage::Analyze
-    ) {
-        return Err(Error::usage(format!(
-            "--from {}: a run can restart from 'ingest', 'detect', 'track' or 'analyze'",
-            from.name()
-        )));
+    let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
+    if let Some(from) = from {
+        if !cache::PARTS.contains(&from) {
+            return Err(Error::usage(format!(
+                "--from {}: a run can restart from 'ingest', 'detect', 'track' or 'analyze'",
+                from.name()
+            )));
+        }
+        if until < from {
+            return Err(Error::usage(format!(
+                "--until {} comes before --from {}",
+                until.name(),
+                from.name()
+            )));
+        }
     }
     let exp = load_experiment(manifest)?;
-    let until = until.unwrap_or(*Stage::ALL.last().expect("stages exist"));
-    if until < from {
-        return Err(Error::usage(format!(
-            "--until {} comes before --from {}",
-            until.name(),
-            from.name()
-        )));
-    }
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
+    create_dir(out)?;
+    let mut book = Book::open(&exp, params, out)?;
+    let from = match from {
+        Some(f) => f,
+        None => match cache::first_stale(&book.ledger, &book.keys, &exp, &layout, until) {
+            Some(part) => part,
+            None => return up_to_date(&exp, &layout, until),
+        },
+    };
+    let skipped: Vec<Stage> = cache::PARTS.into_iter().filter(|p| *p < from).collect();
+    book.ledger.forget_from(out, from)?;
     let mut tables = Vec::new();
     let (sessions, motion, detection) = if from >= Stage::Track {
-        (resume_sessions(&exp, &layout)?, Vec::new(), Vec::new())
+        let sessions = resume_sessions(&exp, &layout)?;
+        check_resumed_stimuli(&exp, &sessions)?;
+        (sessions, Vec::new(), Vec::new())
     } else {
-        session_stages(&exp, &layout, params, (from, until), progress, &mut tables)?
+        session_stages(
+            &exp,
+            &layout,
+            params,
+            (from, until),
+            progress,
+            &mut tables,
+            &mut book,
+        )?
     };
     let mut tracking = None;
     if from <= Stage::Track && until >= Stage::Track {
         tracking = Some(track::run_track(&exp, &layout, params, progress)?);
         tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
+        book.done(Stage::Track)?;
     }
     let mut analysis = None;
     if until >= Stage::Analyze {
@@ -307,6 +331,8 @@ pub fn run(
             &exp, &sessions, &layout, params, progress,
         )?);
         tables.extend(ANALYSIS_TABLES.map(|t| layout.table(t)));
+        book.done(Stage::Analyze)?;
+        tables.push(crate::report::write_report(out)?);
     }
     Ok(RunSummary {
         out: out.to_path_buf(),
@@ -316,7 +342,67 @@ pub fn run(
         tracking,
         analysis,
         tables,
+        skipped,
     })
+}
+
+/// The ledger and the part keys of this run.
+struct Book {
+    ledger: cache::Ledger,
+    keys: [u64; 4],
+    root: PathBuf,
+}
+
+impl Book {
+    fn open(exp: &Experiment, params: &Params, root: &Path) -> Result<Book> {
+        let mut ledger = cache::Ledger::load(root);
+        ledger.cortexmap = env!("CARGO_PKG_VERSION").to_string();
+        ledger.manifest = exp.manifest.clone();
+        ledger.ablation_after_day = exp.ablation.as_ref().map(|a| a.after_day);
+        Ok(Book {
+            ledger,
+            keys: cache::part_keys(exp, params)?,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Record the part that starts at `part` as complete.
+    fn done(&mut self, part: Stage) -> Result<()> {
+        let i = cache::PARTS
+            .iter()
+            .position(|p| *p == part)
+            .ok_or_else(|| Error::internal(format!("'{}' starts no part", part.name())))?;
+        self.ledger.complete(&self.root, part, self.keys[i])
+    }
+}
+
+/// Nothing changed since the last run up to `until`: report that, rewriting only
+/// a missing report.
+fn up_to_date(exp: &Experiment, layout: &RunLayout, until: Stage) -> Result<RunSummary> {
+    let sessions = resume_sessions(exp, layout)?;
+    let mut tables = Vec::new();
+    if until >= Stage::Analyze && !crate::report::report_path(&layout.root).exists() {
+        tables.push(crate::report::write_report(&layout.root)?);
+    }
+    Ok(RunSummary {
+        out: layout.root.clone(),
+        sessions,
+        motion: Vec::new(),
+        detection: Vec::new(),
+        tracking: None,
+        analysis: None,
+        tables,
+        skipped: cache::PARTS.into_iter().filter(|p| *p <= until).collect(),
+    })
+}
+
+/// A run restarted after the per-session stages still checks the stimulus onsets
+/// against the recorded movie lengths (the stimulus files may have changed).
+fn check_resumed_stimuli(exp: &Experiment, sessions: &[SessionSummary]) -> Result<()> {
+    for (s, summary) in exp.sessions.iter().zip(sessions) {
+        exp.check_stimuli(s, summary.n_frames as u64)?;
+    }
+    Ok(())
 }
 
 /// What the per-session stages report: the sessions, each session's motion QC,
@@ -336,6 +422,7 @@ fn session_stages(
     (from, until): (Stage, Stage),
     progress: &dyn Progress,
     tables: &mut Vec<PathBuf>,
+    book: &mut Book,
 ) -> Result<SessionStages> {
     let infos = validate(exp)?;
     if until >= Stage::Motion && from < Stage::Detect {
@@ -378,6 +465,7 @@ fn session_stages(
             if params.motion.nonrigid {
                 tables.push(layout.table("motion_blocks"));
             }
+            book.done(Stage::Ingest)?;
         }
         let boxes = cells::boxes_of(&motion);
         (sessions, boxes)
@@ -389,6 +477,7 @@ fn session_stages(
         if until >= Stage::Extract {
             cells::run_extract(&sessions, &boxes, &found, layout, params, progress)?;
             tables.push(layout.table("traces"));
+            book.done(Stage::Detect)?;
         }
         detection = found
             .iter()

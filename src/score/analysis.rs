@@ -5,7 +5,12 @@
 //!   cell and session (`truth/cells.parquet`): sensitivity, specificity and their
 //!   mean, the balanced accuracy, per session and pooled.
 //! - **Maps:** the run's baseline-normalised diagonal and off-diagonal per session
-//!   beside the truth's (`truth/map_summary.parquet`).
+//!   beside the truth's (`truth/map_summary.parquet`), and the Pearson correlation
+//!   of the run's map similarities between sessions with the truth's
+//!   (`map_similarity.parquet`, every unordered pair of different sessions).
+//! - **Cell tags:** `initially_silent` (cells.parquet) and recruitment (group `B`,
+//!   neurons.parquet) against the truth's flags. A tracked cell stands for the true
+//!   cell its ROIs were matched to most often (ties: the earliest session).
 
 use super::cells::Matches;
 use crate::error::Result;
@@ -36,11 +41,181 @@ pub struct MapScore {
     pub true_off_diagonal_norm: f64,
 }
 
+/// A per-cell tag against the truth, over tracked cells that stand for a true cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellTagScore {
+    /// `initially_silent` or `recruited` (group B).
+    pub tag: String,
+    pub n_true: usize,
+    pub n_found: usize,
+    pub n_correct: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
 /// Everything the analysis score measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisScore {
     pub responsive: Vec<ResponsiveScore>,
     pub maps: Vec<MapScore>,
+    /// Pearson correlation of the run's session-pair map similarities with the
+    /// truth's; NaN with fewer than 3 pairs.
+    pub map_similarity_r: f64,
+    pub cell_tags: Vec<CellTagScore>,
+}
+
+impl MapScore {
+    /// The larger of the two absolute errors against the truth.
+    pub fn max_error(&self) -> f64 {
+        (self.diagonal_norm - self.true_diagonal_norm)
+            .abs()
+            .max((self.off_diagonal_norm - self.true_off_diagonal_norm).abs())
+    }
+}
+
+fn tag_score(tag: &str, pairs: impl Iterator<Item = (bool, bool)>) -> CellTagScore {
+    let (mut n_true, mut n_found, mut n_correct) = (0, 0, 0);
+    for (truly, found) in pairs {
+        n_true += truly as usize;
+        n_found += found as usize;
+        n_correct += (truly && found) as usize;
+    }
+    let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
+    let (precision, recall) = (ratio(n_correct, n_found), ratio(n_correct, n_true));
+    CellTagScore {
+        tag: tag.to_string(),
+        n_true,
+        n_found,
+        n_correct,
+        precision,
+        recall,
+        f1: 2.0 * precision * recall / (precision + recall),
+    }
+}
+
+/// For each tracked cell of neurons.parquet, the true cell its ROIs matched most
+/// often (ties: the earliest session in the table's order).
+fn true_cell_of(
+    sess: &[String],
+    cell: &[u32],
+    roi: &[u32],
+    matches: &Matches,
+) -> BTreeMap<u32, u32> {
+    let mut votes: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for i in 0..sess.len() {
+        if let Some(&t) = matches.get(&sess[i]).and_then(|m| m.get(&roi[i])) {
+            votes.entry(cell[i]).or_default().push(t);
+        }
+    }
+    votes
+        .into_iter()
+        .filter_map(|(c, v)| {
+            let mut best: Option<(usize, u32)> = None;
+            for &t in &v {
+                let n = v.iter().filter(|&&x| x == t).count();
+                if best.is_none_or(|(bn, _)| n > bn) {
+                    best = Some((n, t));
+                }
+            }
+            best.map(|(_, t)| (c, t))
+        })
+        .collect()
+}
+
+/// `initially_silent` and recruited (group B) against the truth.
+fn cell_tag_scores(
+    truth: &Path,
+    run: &Path,
+    n: &Table,
+    np: &Path,
+    matches: &Matches,
+) -> Result<Vec<CellTagScore>> {
+    let (sess, cell, roi, group) = (
+        n.strs(np, "session")?,
+        n.u32s(np, "cell")?,
+        n.u32s(np, "roi")?,
+        n.strs(np, "group")?,
+    );
+    let stands_for = true_cell_of(sess, cell, roi, matches);
+    let tp = truth.join("cells.parquet");
+    let t = read_table(&tp)?;
+    let mut true_silent: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut true_group: BTreeMap<u32, String> = BTreeMap::new();
+    for ((&c, &s), g) in t
+        .u32s(&tp, "cell")?
+        .iter()
+        .zip(t.bools(&tp, "initially_silent")?)
+        .zip(t.strs(&tp, "group")?)
+    {
+        true_silent.insert(c, s);
+        true_group.insert(c, g.clone());
+    }
+    let mut run_group: BTreeMap<u32, &str> = BTreeMap::new();
+    for (&c, g) in cell.iter().zip(group) {
+        if !g.is_empty() {
+            run_group.insert(c, g);
+        }
+    }
+    let recruited = run_group.iter().filter_map(|(c, g)| {
+        let t = stands_for.get(c)?;
+        Some((true_group.get(t)? == "B", *g == "B"))
+    });
+    let mut scores = vec![tag_score("recruited", recruited)];
+    let cp = run.join("cells.parquet");
+    if cp.exists() {
+        let c = read_table(&cp)?;
+        let mut silent: BTreeMap<u32, bool> = BTreeMap::new();
+        for (&id, s) in c
+            .u32s(&cp, "cell")?
+            .iter()
+            .zip(c.opt_bools(&cp, "initially_silent")?)
+        {
+            if let Some(s) = s {
+                silent.insert(id, *s);
+            }
+        }
+        let pairs = silent.iter().filter_map(|(c, &s)| {
+            let t = stands_for.get(c)?;
+            Some((*true_silent.get(t)?, s))
+        });
+        scores.insert(0, tag_score("initially_silent", pairs));
+    }
+    Ok(scores)
+}
+
+/// Pearson correlation of the run's and the truth's map similarity over the
+/// unordered pairs of different sessions that both have.
+fn map_similarity_r(truth: &Path, run: &Path) -> Result<f64> {
+    let (rp, tp) = (
+        run.join("map_similarity.parquet"),
+        truth.join("map_similarity.parquet"),
+    );
+    if !rp.exists() || !tp.exists() {
+        return Ok(f64::NAN);
+    }
+    let read = |p: &Path| -> Result<BTreeMap<(String, String), f64>> {
+        let t = read_table(p)?;
+        let (a, b, v) = (
+            t.strs(p, "session_a")?,
+            t.strs(p, "session_b")?,
+            t.f64s(p, "similarity")?,
+        );
+        Ok((0..a.len())
+            .filter(|&i| a[i] < b[i] && v[i].is_finite())
+            .map(|i| ((a[i].clone(), b[i].clone()), v[i]))
+            .collect())
+    };
+    let (r, t) = (read(&rp)?, read(&tp)?);
+    let (x, y): (Vec<f64>, Vec<f64>) = r
+        .iter()
+        .filter_map(|(k, &v)| t.get(k).map(|&w| (v, w)))
+        .unzip();
+    Ok(if x.len() >= 3 {
+        crate::analysis::maps::pearson(&x, &y).unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    })
 }
 
 fn responsive_score(session: &str, c: [usize; 4]) -> ResponsiveScore {
@@ -120,6 +295,8 @@ pub fn score_analysis(
     Ok(Some(AnalysisScore {
         responsive,
         maps: map_scores(truth, run)?,
+        map_similarity_r: map_similarity_r(truth, run)?,
+        cell_tags: cell_tag_scores(truth, run, &n, &np, matches)?,
     }))
 }
 
@@ -175,6 +352,24 @@ pub fn responsive_table(a: &AnalysisScore) -> Table {
         .with("sensitivity", f(|x| x.sensitivity))
         .with("specificity", f(|x| x.specificity))
         .with("balanced_accuracy", f(|x| x.balanced_accuracy))
+}
+
+/// score/cell_tags.parquet.
+pub fn cell_tags_table(a: &AnalysisScore) -> Table {
+    let r = &a.cell_tags;
+    let u = |f: fn(&CellTagScore) -> usize| Column::U32(r.iter().map(|x| f(x) as u32).collect());
+    let f = |f: fn(&CellTagScore) -> f64| Column::F64(r.iter().map(f).collect());
+    Table::new()
+        .with(
+            "tag",
+            Column::Str(r.iter().map(|x| x.tag.clone()).collect()),
+        )
+        .with("n_true", u(|x| x.n_true))
+        .with("n_found", u(|x| x.n_found))
+        .with("n_correct", u(|x| x.n_correct))
+        .with("precision", f(|x| x.precision))
+        .with("recall", f(|x| x.recall))
+        .with("f1", f(|x| x.f1))
 }
 
 /// score/maps.parquet.

@@ -315,6 +315,7 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
             &analysis::responsive_table(a),
         )?;
         write_table(out.join("maps.parquet"), &analysis::maps_table(a))?;
+        write_table(out.join("cell_tags.parquet"), &analysis::cell_tags_table(a))?;
     }
     Ok(Score {
         motion,

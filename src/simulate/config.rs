@@ -166,6 +166,7 @@ pub struct SimConfig {
 /// Names accepted by `--preset`.
 pub const PRESETS: &[&str] = &[
     "sample",
+    "demo",
     "standard",
     "control",
     "ablate-responsive",
@@ -262,6 +263,32 @@ impl SimConfig {
         }
     }
 
+    /// The `demo` experiment: the whole story in seconds. 256×256 with 180 cells and
+    /// 15 ablated, big enough that the maps, their dip and their recovery show.
+    pub fn demo() -> Self {
+        SimConfig {
+            preset: "demo".into(),
+            name: "demo-fov".into(),
+            width: 256,
+            height: 256,
+            n_cells: 180,
+            cell_radius_px: 5.0,
+            fs: 5.0,
+            n_tones: 15,
+            n_complex: 3,
+            repetitions: 4,
+            iti_s: 1.0,
+            iti_jitter_s: 0.1,
+            lead_in_s: 2.0,
+            tail_s: 1.0,
+            frames_per_file: 500,
+            n_ablate: 15,
+            motion_max_px: 6.0,
+            day_shift_sd_px: 3.0,
+            ..Self::standard()
+        }
+    }
+
     /// The preset called `name`.
     pub fn preset(name: &str) -> Result<Self> {
         let cohort_preset = |c: Cohort| SimConfig {
@@ -271,6 +298,7 @@ impl SimConfig {
         };
         match name {
             "sample" => Ok(Self::sample()),
+            "demo" => Ok(Self::demo()),
             "standard" => Ok(Self::standard()),
             "control" => Ok(cohort_preset(Cohort::Control)),
             "ablate-responsive" => Ok(cohort_preset(Cohort::AblateResponsive)),

@@ -1,0 +1,310 @@
+//! Skipping unchanged stages, so a rerun does only what changed and a killed run
+//! resumes where it stopped.
+//!
+//! In: the experiment, the parameters and the run folder's ledger `run.json`.
+//! Out: the first restart point whose key or outputs changed.
+//!
+//! The run is cut at its restart points (`ingest` = ingest + motion, `detect` =
+//! detect + extract, `track`, `analyze`). Each part's key is a hash of the
+//! cortexmap version, the parameter sections it reads, the inputs it reads (the
+//! TIFFs by content, the parsed stimulus, target and cell-type tables) and the key
+//! of the part before it, so a change anywhere reruns everything downstream of it
+//! and nothing upstream. The ledger records a part only once its outputs are
+//! written, and forgets it (and everything after it) before the part starts: a run
+//! killed halfway leaves that part unrecorded and the next run redoes it.
+//!
+//! Like make and Snakemake, the ledger trusts that nobody edits a run folder's
+//! files by hand; it checks only that the recorded outputs still exist.
+
+use super::{RunLayout, Stage, ANALYSIS_TABLES};
+use crate::config::{Experiment, Params};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The parts of a run that are skipped or rerun as a whole, by their restart stage.
+pub const PARTS: [Stage; 4] = [Stage::Ingest, Stage::Detect, Stage::Track, Stage::Analyze];
+
+/// The last stage of the part that starts at `part`.
+pub fn part_end(part: Stage) -> Stage {
+    match part {
+        Stage::Ingest | Stage::Motion => Stage::Motion,
+        Stage::Detect | Stage::Extract => Stage::Extract,
+        other => other,
+    }
+}
+
+/// What `run.json` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    /// The cortexmap version that wrote the run.
+    pub cortexmap: String,
+    /// The manifest the run was made from.
+    pub manifest: PathBuf,
+    /// Day after whose imaging cells were ablated, when the experiment has one.
+    pub ablation_after_day: Option<i32>,
+    /// Completed parts: restart stage name → key (hex).
+    pub completed: BTreeMap<String, String>,
+}
+
+impl Ledger {
+    pub fn path(root: &Path) -> PathBuf {
+        root.join("run.json")
+    }
+
+    /// The ledger in `root`, or an empty one when there is none. An unreadable
+    /// ledger is treated as empty (everything reruns), not as an error.
+    pub fn load(root: &Path) -> Ledger {
+        std::fs::read(Self::path(root))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::internal(format!("run.json: {e}")))?;
+        crate::io::atomic::write_bytes(Self::path(root), &json)
+    }
+
+    /// Forget `part` and every part after it, on disk, before `part` runs.
+    pub fn forget_from(&mut self, root: &Path, part: Stage) -> Result<()> {
+        for p in PARTS.iter().filter(|p| **p >= part) {
+            self.completed.remove(p.name());
+        }
+        self.save(root)
+    }
+
+    /// Record `part` as complete with `key`.
+    pub fn complete(&mut self, root: &Path, part: Stage, key: u64) -> Result<()> {
+        self.completed
+            .insert(part.name().to_string(), format!("{key:016x}"));
+        self.save(root)
+    }
+
+    fn is_complete(&self, part: Stage, key: u64) -> bool {
+        self.completed.get(part.name()) == Some(&format!("{key:016x}"))
+    }
+}
+
+/// The keys of the four parts, in [`PARTS`] order.
+pub fn part_keys(exp: &Experiment, params: &Params) -> Result<[u64; 4]> {
+    let files: Vec<&PathBuf> = exp.sessions.iter().flat_map(|s| &s.files).collect();
+    let contents: Vec<u64> = files
+        .par_iter()
+        .map(|f| hash_file(f))
+        .collect::<Result<_>>()?;
+    let mut h = Hasher::new();
+    h.text(env!("CARGO_PKG_VERSION"));
+    h.text(&format!(
+        "{:?}{:?}{:?}",
+        params.ingest, params.motion, exp.fs
+    ));
+    for s in &exp.sessions {
+        h.text(&format!(
+            "{}|{}|{}|{}|{:?}|{}",
+            s.id,
+            s.day,
+            s.channels,
+            s.functional_channel,
+            s.structural_channel,
+            s.files.len()
+        ));
+    }
+    contents.iter().for_each(|c| h.word(*c));
+    let ingest = h.finish();
+    let detect = chain(
+        ingest,
+        &format!(
+            "{:?}{:?}{:?}",
+            params.indicator, params.detect, params.extract
+        ),
+    );
+    let track = chain(
+        detect,
+        &format!(
+            "{:?}{}{:?}{:?}{:?}",
+            params.track, exp.reference, exp.ablation, exp.cell_types, exp.um_per_pixel
+        ),
+    );
+    let stimuli: Vec<_> = exp.sessions.iter().map(|s| &s.stimuli).collect();
+    let analyze = chain(track, &format!("{:?}{:?}", params.analysis, stimuli));
+    Ok([ingest, detect, track, analyze])
+}
+
+fn chain(previous: u64, text: &str) -> u64 {
+    let mut h = Hasher::new();
+    h.word(previous);
+    h.text(text);
+    h.finish()
+}
+
+/// The files a part leaves in the run folder.
+pub fn part_outputs(part: Stage, exp: &Experiment, layout: &RunLayout) -> Vec<PathBuf> {
+    let tables: &[&str] = match part {
+        Stage::Ingest | Stage::Motion => &["sessions", "motion", "motion_qc"],
+        Stage::Detect | Stage::Extract => &["rois", "detection", "traces"],
+        Stage::Track => &["cells", "alignment", "track_pairs", "rois_ref"],
+        Stage::Analyze => &ANALYSIS_TABLES,
+    };
+    let mut out: Vec<PathBuf> = tables.iter().map(|t| layout.table(t)).collect();
+    if part == Stage::Ingest {
+        for s in &exp.sessions {
+            out.push(layout.store(&s.id));
+            out.push(layout.image(&s.id, "mean_corrected"));
+        }
+    }
+    out
+}
+
+/// The first part, among those up to `until`, that must run: its key changed,
+/// it never completed, or an output is missing. `None` when all are up to date.
+pub fn first_stale(
+    ledger: &Ledger,
+    keys: &[u64; 4],
+    exp: &Experiment,
+    layout: &RunLayout,
+    until: Stage,
+) -> Option<Stage> {
+    PARTS
+        .iter()
+        .zip(keys)
+        .filter(|(p, _)| **p <= until)
+        .find(|(p, k)| {
+            !ledger.is_complete(**p, **k)
+                || part_outputs(**p, exp, layout).iter().any(|f| !f.exists())
+        })
+        .map(|(p, _)| *p)
+}
+
+/// A 64-bit content hash of a file, read through a memory map.
+pub fn hash_file(path: &Path) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(|e| Error::input(path, e.to_string()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::input(path, e.to_string()))?
+        .len();
+    let mut h = Hasher::new();
+    h.word(len);
+    if len > 0 {
+        // SAFETY: the map is read-only and dropped before returning; cortexmap
+        // never writes its inputs.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::input(path, format!("cannot map the file: {e}")))?;
+        h.bytes(&map);
+    }
+    Ok(h.finish())
+}
+
+/// A fast, stable, non-cryptographic hash: four independent multiply–rotate lanes
+/// over 64-bit words (so the loop runs at memory speed), folded at the end. Stable
+/// across builds and platforms, unlike `std`'s `DefaultHasher`.
+struct Hasher {
+    lanes: [u64; 4],
+    n: u64,
+}
+
+const PRIME: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher {
+    fn new() -> Self {
+        Hasher {
+            lanes: [
+                0x243F_6A88_85A3_08D3,
+                0x1319_8A2E_0370_7344,
+                0xA409_3822_299F_31D0,
+                0x082E_FA98_EC4E_6C89,
+            ],
+            n: 0,
+        }
+    }
+
+    #[inline]
+    fn mix(lane: u64, w: u64) -> u64 {
+        (lane ^ w).wrapping_mul(PRIME).rotate_left(29)
+    }
+
+    fn word(&mut self, w: u64) {
+        let i = (self.n % 4) as usize;
+        self.lanes[i] = Self::mix(self.lanes[i], w);
+        self.n += 1;
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        let blocks = b.chunks_exact(32);
+        let tail = blocks.remainder();
+        for block in blocks {
+            for (k, lane) in self.lanes.iter_mut().enumerate() {
+                let w = u64::from_le_bytes(block[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+                *lane = Self::mix(*lane, w);
+            }
+        }
+        self.n += (b.len() / 32 * 4) as u64;
+        for chunk in tail.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.word(u64::from_le_bytes(w));
+        }
+        self.word(b.len() as u64);
+    }
+
+    fn text(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.n.wrapping_mul(PRIME);
+        for &l in &self.lanes {
+            h = Self::mix(h, l);
+        }
+        h ^ (h >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(b: &[u8]) -> u64 {
+        let mut h = Hasher::new();
+        h.bytes(b);
+        h.finish()
+    }
+
+    #[test]
+    fn hash_sees_every_byte_and_the_length() {
+        let base: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let h0 = hash(&base);
+        assert_eq!(h0, hash(&base.clone()));
+        for i in [0, 31, 32, 500, 999] {
+            let mut b = base.clone();
+            b[i] ^= 1;
+            assert_ne!(hash(&b), h0, "flipping byte {i} went unnoticed");
+        }
+        assert_ne!(hash(&base[..999]), h0);
+        let mut padded = base.clone();
+        padded.push(0);
+        assert_ne!(hash(&padded), h0);
+    }
+
+    #[test]
+    fn ledger_forgets_the_part_and_everything_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::default();
+        for (i, p) in PARTS.iter().enumerate() {
+            l.complete(dir.path(), *p, i as u64).unwrap();
+        }
+        l.forget_from(dir.path(), Stage::Track).unwrap();
+        let back = Ledger::load(dir.path());
+        assert!(back.is_complete(Stage::Ingest, 0));
+        assert!(back.is_complete(Stage::Detect, 1));
+        assert!(!back.is_complete(Stage::Track, 2));
+        assert!(!back.is_complete(Stage::Analyze, 3));
+        assert!(
+            !back.is_complete(Stage::Detect, 7),
+            "a changed key is not complete"
+        );
+    }
+}
