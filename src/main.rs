@@ -578,7 +578,7 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
     }
     if let Some(a) = &s.analysis {
         print_analysis_score(a);
-        for name in ["responsive", "maps"] {
+        for name in ["responsive", "maps", "cell_tags"] {
             println!(
                 "wrote {}",
                 run.join("score").join(format!("{name}.parquet")).display()

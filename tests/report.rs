@@ -130,6 +130,20 @@ fn report_and_reruns_that_skip_unchanged_parts() {
         "analyze",
     ]);
     assert!(stdout(&forced).contains("skipped: ingest+motion, detect+extract, track\n"));
+    // The forced part chained its key on the recorded one: a plain rerun agrees.
+    let settled = cortexmap(&[
+        "run",
+        manifest,
+        "--out",
+        run_s,
+        "--params",
+        params.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&settled).contains("skipped: ingest+motion, detect+extract, track, analyze"),
+        "{}",
+        stdout(&settled)
+    );
 
     // `report` on its own rewrites the same file and prints the story.
     let report = cortexmap(&["report", "--run", run_s]);

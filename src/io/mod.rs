@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod csv;
 pub mod footprints;
+pub mod ledger;
 pub mod scanimage;
 pub mod table;
 pub mod tiff;

@@ -1285,6 +1285,18 @@ where
     image.write_data(data)
 }
 
+/// The first page of a TIFF as f32: (width, height, pixels row-major). For the
+/// single-page images a run writes (`images/`).
+pub fn read_image_f32(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let mut r = TiffPageReader::open(path)?;
+    let (width, height) = (r.info().width, r.info().height);
+    let mut data = vec![0f32; width * height];
+    if !r.read_page_into(&mut data)? {
+        return Err(Error::input(path, "the image file has no page"));
+    }
+    Ok((width, height, data))
+}
+
 /// Write one float32 image (a reference or mean image, for viewing) atomically.
 pub fn write_image_f32(
     path: &Path,

@@ -19,9 +19,8 @@
 use super::{RunLayout, Stage, ANALYSIS_TABLES};
 use crate::config::{Experiment, Params};
 use crate::error::{Error, Result};
+pub use crate::io::ledger::Ledger;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The parts of a run that are skipped or rerun as a whole, by their restart stage.
@@ -36,61 +35,48 @@ pub fn part_end(part: Stage) -> Stage {
     }
 }
 
-/// What `run.json` holds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Ledger {
-    /// The cortexmap version that wrote the run.
-    pub cortexmap: String,
-    /// The manifest the run was made from.
-    pub manifest: PathBuf,
-    /// Day after whose imaging cells were ablated, when the experiment has one.
-    pub ablation_after_day: Option<i32>,
-    /// Completed parts: restart stage name → key (hex).
-    pub completed: BTreeMap<String, String>,
+/// Forget `part` and every part after it, on disk, before `part` runs.
+pub fn forget_from(ledger: &mut Ledger, root: &Path, part: Stage) -> Result<()> {
+    let later: Vec<&str> = PARTS
+        .iter()
+        .filter(|p| **p >= part)
+        .map(|p| p.name())
+        .collect();
+    ledger.forget(root, &later)
 }
 
-impl Ledger {
-    pub fn path(root: &Path) -> PathBuf {
-        root.join("run.json")
-    }
+fn is_complete(ledger: &Ledger, part: Stage, key: u64) -> bool {
+    ledger.key(part.name()) == Some(key)
+}
 
-    /// The ledger in `root`, or an empty one when there is none. An unreadable
-    /// ledger is treated as empty (everything reruns), not as an error.
-    pub fn load(root: &Path) -> Ledger {
-        std::fs::read(Self::path(root))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn save(&self, root: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::internal(format!("run.json: {e}")))?;
-        crate::io::atomic::write_bytes(Self::path(root), &json)
-    }
-
-    /// Forget `part` and every part after it, on disk, before `part` runs.
-    pub fn forget_from(&mut self, root: &Path, part: Stage) -> Result<()> {
-        for p in PARTS.iter().filter(|p| **p >= part) {
-            self.completed.remove(p.name());
+/// The keys of the four parts, in [`PARTS`] order. With `known` = (index of a
+/// part, its recorded key), the keys chain on from there and the parts up to it
+/// are not recomputed (their keys stay 0): a forced restart after them need not
+/// read every TIFF again.
+pub fn part_keys(
+    exp: &Experiment,
+    params: &Params,
+    known: Option<(usize, u64)>,
+) -> Result<[u64; 4]> {
+    let mut keys = [0u64; 4];
+    let start = match known {
+        Some((i, k)) if i < keys.len() => {
+            keys[i] = k;
+            i + 1
         }
-        self.save(root)
+        _ => {
+            keys[0] = ingest_key(exp, params)?;
+            1
+        }
+    };
+    for i in start..keys.len() {
+        keys[i] = chain(keys[i - 1], &part_text(i, exp, params));
     }
-
-    /// Record `part` as complete with `key`.
-    pub fn complete(&mut self, root: &Path, part: Stage, key: u64) -> Result<()> {
-        self.completed
-            .insert(part.name().to_string(), format!("{key:016x}"));
-        self.save(root)
-    }
-
-    fn is_complete(&self, part: Stage, key: u64) -> bool {
-        self.completed.get(part.name()) == Some(&format!("{key:016x}"))
-    }
+    Ok(keys)
 }
 
-/// The keys of the four parts, in [`PARTS`] order.
-pub fn part_keys(exp: &Experiment, params: &Params) -> Result<[u64; 4]> {
+/// The ingest+motion key: version, parameters, session layout, TIFF contents.
+fn ingest_key(exp: &Experiment, params: &Params) -> Result<u64> {
     let files: Vec<&PathBuf> = exp.sessions.iter().flat_map(|s| &s.files).collect();
     let contents: Vec<u64> = files
         .par_iter()
@@ -114,24 +100,25 @@ pub fn part_keys(exp: &Experiment, params: &Params) -> Result<[u64; 4]> {
         ));
     }
     contents.iter().for_each(|c| h.word(*c));
-    let ingest = h.finish();
-    let detect = chain(
-        ingest,
-        &format!(
+    Ok(h.finish())
+}
+
+/// What part `i` (1 = detect, 2 = track, 3 = analyze) adds to its key.
+fn part_text(i: usize, exp: &Experiment, params: &Params) -> String {
+    match i {
+        1 => format!(
             "{:?}{:?}{:?}",
             params.indicator, params.detect, params.extract
         ),
-    );
-    let track = chain(
-        detect,
-        &format!(
+        2 => format!(
             "{:?}{}{:?}{:?}{:?}",
             params.track, exp.reference, exp.ablation, exp.cell_types, exp.um_per_pixel
         ),
-    );
-    let stimuli: Vec<_> = exp.sessions.iter().map(|s| &s.stimuli).collect();
-    let analyze = chain(track, &format!("{:?}{:?}", params.analysis, stimuli));
-    Ok([ingest, detect, track, analyze])
+        _ => {
+            let stimuli: Vec<_> = exp.sessions.iter().map(|s| &s.stimuli).collect();
+            format!("{:?}{:?}", params.analysis, stimuli)
+        }
+    }
 }
 
 fn chain(previous: u64, text: &str) -> u64 {
@@ -173,7 +160,7 @@ pub fn first_stale(
         .zip(keys)
         .filter(|(p, _)| **p <= until)
         .find(|(p, k)| {
-            !ledger.is_complete(**p, **k)
+            !is_complete(ledger, **p, **k)
                 || part_outputs(**p, exp, layout).iter().any(|f| !f.exists())
         })
         .map(|(p, _)| *p)
@@ -290,20 +277,20 @@ mod tests {
     }
 
     #[test]
-    fn ledger_forgets_the_part_and_everything_after_it() {
+    fn forgetting_a_part_forgets_everything_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::default();
         for (i, p) in PARTS.iter().enumerate() {
-            l.complete(dir.path(), *p, i as u64).unwrap();
+            l.complete(dir.path(), p.name(), i as u64).unwrap();
         }
-        l.forget_from(dir.path(), Stage::Track).unwrap();
+        forget_from(&mut l, dir.path(), Stage::Track).unwrap();
         let back = Ledger::load(dir.path());
-        assert!(back.is_complete(Stage::Ingest, 0));
-        assert!(back.is_complete(Stage::Detect, 1));
-        assert!(!back.is_complete(Stage::Track, 2));
-        assert!(!back.is_complete(Stage::Analyze, 3));
+        assert!(is_complete(&back, Stage::Ingest, 0));
+        assert!(is_complete(&back, Stage::Detect, 1));
+        assert!(!is_complete(&back, Stage::Track, 2));
+        assert!(!is_complete(&back, Stage::Analyze, 3));
         assert!(
-            !back.is_complete(Stage::Detect, 7),
+            !is_complete(&back, Stage::Detect, 7),
             "a changed key is not complete"
         );
     }

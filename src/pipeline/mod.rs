@@ -293,7 +293,7 @@ pub fn run(
         root: out.to_path_buf(),
     };
     create_dir(out)?;
-    let mut book = Book::open(&exp, params, out)?;
+    let mut book = Book::open(&exp, params, out, from)?;
     let from = match from {
         Some(f) => f,
         None => match cache::first_stale(&book.ledger, &book.keys, &exp, &layout, until) {
@@ -302,7 +302,7 @@ pub fn run(
         },
     };
     let skipped: Vec<Stage> = cache::PARTS.into_iter().filter(|p| *p < from).collect();
-    book.ledger.forget_from(out, from)?;
+    cache::forget_from(&mut book.ledger, out, from)?;
     let mut tables = Vec::new();
     let (sessions, motion, detection) = if from >= Stage::Track {
         let sessions = resume_sessions(&exp, &layout)?;
@@ -354,14 +354,19 @@ struct Book {
 }
 
 impl Book {
-    fn open(exp: &Experiment, params: &Params, root: &Path) -> Result<Book> {
+    /// With a forced restart (`from`), the part before it is taken as recorded.
+    fn open(exp: &Experiment, params: &Params, root: &Path, from: Option<Stage>) -> Result<Book> {
         let mut ledger = cache::Ledger::load(root);
         ledger.cortexmap = env!("CARGO_PKG_VERSION").to_string();
         ledger.manifest = exp.manifest.clone();
         ledger.ablation_after_day = exp.ablation.as_ref().map(|a| a.after_day);
+        let known = from
+            .and_then(|f| cache::PARTS.iter().position(|p| *p == f))
+            .filter(|&i| i > 0)
+            .and_then(|i| Some((i - 1, ledger.key(cache::PARTS[i - 1].name())?)));
         Ok(Book {
+            keys: cache::part_keys(exp, params, known)?,
             ledger,
-            keys: cache::part_keys(exp, params)?,
             root: root.to_path_buf(),
         })
     }
@@ -372,7 +377,7 @@ impl Book {
             .iter()
             .position(|p| *p == part)
             .ok_or_else(|| Error::internal(format!("'{}' starts no part", part.name())))?;
-        self.ledger.complete(&self.root, part, self.keys[i])
+        self.ledger.complete(&self.root, part.name(), self.keys[i])
     }
 }
 

@@ -7,7 +7,6 @@ use super::RunLayout;
 use crate::config::{Experiment, Params};
 use crate::error::{Error, Result};
 use crate::io::table::{read_table, write_table, Column, Table};
-use crate::io::tiff::TiffPageReader;
 use crate::progress::Progress;
 use crate::track::align::AlignImage;
 use crate::track::footprint::TrackRoi;
@@ -17,12 +16,7 @@ use std::path::Path;
 
 /// Read a single-page float image written by the run.
 pub fn read_image(path: &Path) -> Result<AlignImage> {
-    let mut r = TiffPageReader::open(path)?;
-    let (width, height) = (r.info().width, r.info().height);
-    let mut data = vec![0f32; width * height];
-    if !r.read_page_into(&mut data)? {
-        return Err(Error::input(path, "the image file has no page"));
-    }
+    let (width, height, data) = crate::io::tiff::read_image_f32(path)?;
     Ok(AlignImage {
         width,
         height,

@@ -11,8 +11,8 @@ mod fov;
 mod png;
 
 use crate::error::{Error, Result};
+use crate::io::ledger::Ledger;
 use crate::io::table::{read_table, Table};
-use crate::pipeline::cache::Ledger;
 use charts::{heat_map, line_chart, LineChart, Series, PALETTE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -280,10 +280,28 @@ fn render(t: &RunTables) -> Result<String> {
     fov_section(&mut h, t, &sessions)?;
     motion_section(&mut h, t, &sessions)?;
     tracking_section(&mut h, t, &sessions)?;
-    responses_section(&mut h, t, &sessions, story.ablation_after_day)?;
-    maps_section(&mut h, t, &sessions, story.ablation_after_day)?;
+    let days: Vec<i32> = sessions.iter().map(|s| s.day).collect();
+    let marker = ablation_x(&days, story.ablation_after_day).map(|x| (x, "ablation"));
+    responses_section(&mut h, t, &sessions, marker)?;
+    maps_section(&mut h, t, &sessions, marker)?;
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+/// Open a section: its heading, then the named table, or a note that the run lacks it.
+fn section<'t>(
+    h: &mut String,
+    t: &'t RunTables,
+    id: &str,
+    title: &str,
+    table: &str,
+) -> Option<(&'t Path, &'t Table)> {
+    let _ = write!(h, "<h2 id=\"{id}\">{title}</h2>");
+    let found = t.get(table);
+    if found.is_none() {
+        missing(h, &format!("{table}.parquet"));
+    }
+    found
 }
 
 fn missing(h: &mut String, what: &str) {
@@ -403,7 +421,7 @@ fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result
         if !path.exists() {
             continue;
         }
-        let img = crate::pipeline::track::read_image(&path)?;
+        let (w, hgt, img) = crate::io::tiff::read_image_f32(&path)?;
         let outlines: Vec<fov::Outline> = (0..rs.len())
             .filter(|&i| rs[i] == s.id)
             .map(|i| {
@@ -421,7 +439,7 @@ fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result
         let _ = write!(
             h,
             "<figure>{}<figcaption>{} (day {}): {} ROIs</figcaption></figure>",
-            fov::fov_svg(&img.data, img.width, img.height, &outlines, 460),
+            fov::fov_svg(&img, w, hgt, &outlines, 460),
             esc(&s.id),
             s.day,
             outlines.len()
@@ -435,12 +453,10 @@ fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result
 const MAX_TRACE_POINTS: usize = 1200;
 
 fn motion_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result<()> {
-    h.push_str("<h2 id=\"motion\">Motion</h2><div class=\"grid\">");
-    let Some((p, m)) = t.get("motion") else {
-        missing(h, "motion.parquet");
-        h.push_str("</div>");
+    let Some((p, m)) = section(h, t, "motion", "Motion", "motion") else {
         return Ok(());
     };
+    h.push_str("<div class=\"grid\">");
     let (ses, frame) = (m.strs(p, "session")?, m.u32s(p, "frame")?);
     let (sx, sy) = (m.f32s(p, "shift_x")?, m.f32s(p, "shift_y")?);
     for s in sessions {
@@ -487,9 +503,7 @@ fn motion_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Res
 }
 
 fn tracking_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result<()> {
-    h.push_str("<h2 id=\"tracking\">Tracking across sessions</h2>");
-    let Some((p, a)) = t.get("alignment") else {
-        missing(h, "alignment.parquet");
+    let Some((p, a)) = section(h, t, "tracking", "Tracking across sessions", "alignment") else {
         return Ok(());
     };
     h.push_str(
@@ -605,15 +619,11 @@ fn responses_section(
     h: &mut String,
     t: &RunTables,
     sessions: &[SessionRow],
-    after: Option<i32>,
+    marker: Option<(f64, &str)>,
 ) -> Result<()> {
-    h.push_str("<h2 id=\"responses\">Responses</h2>");
-    let Some((p, n)) = t.get("neurons") else {
-        missing(h, "neurons.parquet");
+    let Some((p, n)) = section(h, t, "responses", "Responses", "neurons") else {
         return Ok(());
     };
-    let days: Vec<i32> = sessions.iter().map(|s| s.day).collect();
-    let marker = ablation_x(&days, after).map(|x| (x, "ablation"));
     let (ses, resp, best) = (
         n.strs(p, "session")?,
         n.bools(p, "responsive")?,
@@ -697,15 +707,11 @@ fn maps_section(
     h: &mut String,
     t: &RunTables,
     sessions: &[SessionRow],
-    after: Option<i32>,
+    marker: Option<(f64, &str)>,
 ) -> Result<()> {
-    h.push_str("<h2 id=\"maps\">Representational maps</h2>");
-    let Some((p, r)) = t.get("rsm") else {
-        missing(h, "rsm.parquet");
+    let Some((p, r)) = section(h, t, "maps", "Representational maps", "rsm") else {
         return Ok(());
     };
-    let days: Vec<i32> = sessions.iter().map(|s| s.day).collect();
-    let marker = ablation_x(&days, after).map(|x| (x, "ablation"));
     let (ses, a, b, sim) = (
         r.strs(p, "session")?,
         r.strs(p, "stimulus_a")?,
