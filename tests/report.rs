@@ -75,6 +75,14 @@ fn report_and_reruns_that_skip_unchanged_parts() {
         stdout(&again)
     );
     assert!(tables(&run) == before, "an unchanged rerun rewrote tables");
+    // The same experiment reached through another path is the same experiment.
+    let detour = exp.join("..").join("exp").join("experiment.toml");
+    let via = cortexmap(&["run", detour.to_str().unwrap(), "--out", run_s]);
+    assert!(
+        stdout(&via).contains("skipped: ingest+motion, detect+extract, track, analyze"),
+        "another spelling of the manifest's path reran parts: {}",
+        stdout(&via)
+    );
 
     // A changed analysis parameter reruns analyze alone, to the same tables
     // upstream.

@@ -110,12 +110,21 @@ fn part_text(i: usize, exp: &Experiment, params: &Params) -> String {
             "{:?}{:?}{:?}",
             params.indicator, params.detect, params.extract
         ),
-        2 => format!(
-            "{:?}{}{:?}{:?}{:?}",
-            params.track, exp.reference, exp.ablation, exp.cell_types, exp.um_per_pixel
-        ),
+        // Parsed contents only, never paths: the same experiment reached through
+        // another path (relative, absolute, moved) has the same keys.
+        2 => {
+            let ablation = exp.ablation.as_ref().map(|a| (a.after_day, &a.targets));
+            format!(
+                "{:?}{}{:?}{:?}{:?}",
+                params.track, exp.reference, ablation, exp.cell_types, exp.um_per_pixel
+            )
+        }
         _ => {
-            let stimuli: Vec<_> = exp.sessions.iter().map(|s| &s.stimuli).collect();
+            let stimuli: Vec<_> = exp
+                .sessions
+                .iter()
+                .map(|s| s.stimuli.as_ref().map(|x| &x.events))
+                .collect();
             format!("{:?}{:?}", params.analysis, stimuli)
         }
     }
