@@ -36,6 +36,7 @@ pub mod progress;
 pub mod report;
 pub mod score;
 pub mod simulate;
+pub mod study;
 pub mod track;
 
 pub use error::{Error, Result};

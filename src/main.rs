@@ -94,6 +94,43 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Aggregate many experiments' runs: per-mouse means of the per-FOV,
+    /// baseline-normalised measures and the cohort statistics (study_map.parquet,
+    /// study_neurons.parquet, study_stats.parquet).
+    Study {
+        /// The study file (study.toml).
+        study: PathBuf,
+        /// Output folder for the study tables.
+        #[arg(long)]
+        out: PathBuf,
+        /// Label shuffles per permutation test against control.
+        #[arg(long, default_value_t = 10_000)]
+        permutations: usize,
+        /// Seed of the permutation tests.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Simulate a study: experiments for several mice x FOVs in each of the four
+    /// cohorts, study.toml naming them, and the study-level truth
+    /// (truth/study_map.parquet). Presets: small (2 mice x 1 FOV per cohort,
+    /// 128x128), standard (4 mice x 2 FOVs, demo-sized FOVs).
+    SimulateStudy {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mice per cohort (overrides the preset).
+        #[arg(long)]
+        mice: Option<usize>,
+        /// FOVs per mouse (overrides the preset).
+        #[arg(long)]
+        fovs: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace earlier simulations in OUT.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Write report.html (figures of every stage) into a run folder; `run` writes
     /// it too.
     Report {
@@ -391,6 +428,134 @@ fn run_cmd(
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
+    Ok(())
+}
+
+fn study_cmd(
+    study: &Path,
+    out: &Path,
+    permutations: usize,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let st = cortexmap::config::load_study(study)?;
+    let opts = cortexmap::study::StudyOptions { permutations, seed };
+    let s = cortexmap::study::run_study(&st, out, &opts, progress)?;
+    let mice: Vec<String> = s.mice.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!(
+        "{} experiments; mice per cohort: {}; days {:?}",
+        s.experiments,
+        mice.join(", "),
+        s.days
+    );
+    for n in &s.notes {
+        println!("note: {n}");
+    }
+    println!("normalised map diagonal/off-diagonal, mean over mice:");
+    let mut cohort = None;
+    let mut line = String::new();
+    for (c, d, dg, od) in &s.map_means {
+        if cohort != Some(*c) {
+            if !line.is_empty() {
+                println!("{line}");
+            }
+            line = format!("  {c:<18}");
+            cohort = Some(*c);
+        }
+        line.push_str(&format!(" d{d} {dg:.2}/{od:.2}"));
+    }
+    println!("{line}");
+    let sig: Vec<String> = s
+        .stats
+        .iter()
+        .filter(|r| r.p_fdr < 0.05 && r.measure == "diagonal" && r.test != "anova_days")
+        .map(|r| {
+            format!(
+                "{} {} day {} (p_fdr {:.3})",
+                r.cohort, r.test, r.day, r.p_fdr
+            )
+        })
+        .collect();
+    println!(
+        "diagonal, significant (FDR < 0.05): {}",
+        if sig.is_empty() {
+            "none".into()
+        } else {
+            sig.join("; ")
+        }
+    );
+    let truth = st
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("truth")
+        .join("study_map.parquet");
+    if truth.exists() {
+        let t = cortexmap::study::cohort_map_means(&truth)?;
+        let r = cortexmap::study::cohort_map_means(&s.tables[0])?;
+        let mut worst = (0.0f64, String::new());
+        for (k, tv) in &t {
+            if let Some(rv) = r.get(k) {
+                for j in 0..2 {
+                    let e = (rv[j] - tv[j]).abs() / tv[j].abs().max(1e-9);
+                    if e.is_finite() && e > worst.0 {
+                        worst = (
+                            e,
+                            format!("{} day {} ({})", k.0, k.1, ["diagonal", "off-diagonal"][j]),
+                        );
+                    }
+                }
+            }
+        }
+        println!(
+            "against the study truth ({}): largest relative error of a cohort's mean normalised map value {:.1}% at {}",
+            truth.display(),
+            100.0 * worst.0,
+            worst.1
+        );
+    }
+    for t in &s.tables {
+        println!("wrote {}", t.display());
+    }
+    println!(
+        "wrote {}",
+        cortexmap::report::write_study_report(out)?.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate_study_cmd(
+    preset: &str,
+    seed: u64,
+    mice: Option<usize>,
+    fovs: Option<usize>,
+    out: &Path,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut p = simulate::study::StudyPreset::preset(preset)?;
+    if let Some(m) = mice {
+        p.mice_per_cohort = m;
+    }
+    if let Some(f) = fovs {
+        p.fovs_per_mouse = f;
+    }
+    let s = simulate::study::simulate_study(&p, seed, out, overwrite, progress)?;
+    let st = cortexmap::config::load_study(&s.study_file)?;
+    let truth = cortexmap::study::write_map_truth(&st, &out.join("truth"))?;
+    println!(
+        "{} experiments ({} mice x {} FOVs per cohort, 4 cohorts)",
+        s.experiments.len(),
+        p.mice_per_cohort,
+        p.fovs_per_mouse
+    );
+    println!("study:       {}", s.study_file.display());
+    println!("study truth: {}", truth.display());
+    println!(
+        "next: cortexmap run EXPERIMENT --out RUN for each (or snakemake -s pipeline/Snakefile), then cortexmap study {} --out DIR",
+        s.study_file.display()
+    );
     Ok(())
 }
 
@@ -846,7 +1011,26 @@ fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
+/// A reader that stops early (`cortexmap report ... | head -1`) closes our stdout:
+/// end quietly with the shell's SIGPIPE status instead of a panic message.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -890,6 +1074,20 @@ fn main() -> ExitCode {
             params,
         } => track_footprints_cmd(files, out, *reference, params.as_deref(), &progress),
         Command::Report { run } => report_cmd(run),
+        Command::Study {
+            study,
+            out,
+            permutations,
+            seed,
+        } => study_cmd(study, out, *permutations, *seed, &progress),
+        Command::SimulateStudy {
+            preset,
+            seed,
+            mice,
+            fovs,
+            out,
+            overwrite,
+        } => simulate_study_cmd(preset, *seed, *mice, *fovs, out, *overwrite, &progress),
         Command::Score {
             truth,
             regions,

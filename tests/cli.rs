@@ -148,3 +148,22 @@ fn bad_inputs_fail_cleanly_naming_the_file() {
     let (code, _) = run_err(&["simulate", "--preset", "nope", "--out", run_s]);
     assert_eq!(code, 1);
 }
+
+/// A reader that closes our stdout early (`| head -1`) ends the command quietly
+/// with the SIGPIPE status, not with a panic message.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["simulate", "--preset", "sample", "--size", "32", "--out"])
+        .arg(dir.path().join("s"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -9,6 +9,9 @@
 mod charts;
 mod fov;
 mod png;
+mod study;
+
+pub use study::{study_report_path, write_study_report};
 
 use crate::error::{Error, Result};
 use crate::io::ledger::Ledger;

@@ -22,6 +22,7 @@ pub mod motion;
 pub mod protocol;
 pub mod render;
 pub mod rng;
+pub mod study;
 pub mod truth;
 pub mod tuning;
 

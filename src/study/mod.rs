@@ -1,0 +1,666 @@
+//! `cortexmap study`: many experiments (FOVs) of several mice and cohorts.
+//!
+//! In: a validated `study.toml` ([`crate::config::Study`]) whose experiments have
+//! been run through the analyze stage. Out: `study_map.parquet`,
+//! `study_neurons.parquet` and `study_stats.parquet` (CONTRACT.md, "A study").
+//!
+//! Method (SCIENCE.md §4.2 and §6.1): each FOV's measures are normalised to its own
+//! baseline (the sessions up to the ablation day), averaged over the FOVs of each
+//! mouse, and the mice are the unit of the statistics: each post-ablation day
+//! against the baseline by a two-sided paired t-test across mice with
+//! Benjamini–Hochberg over the post-ablation days, an ordinary one-way ANOVA across
+//! days, and each ablation cohort against control by a two-sided permutation test
+//! of mouse labels. The study step reads the run folders' tables; it recomputes
+//! nothing of the runs.
+
+pub mod stats;
+
+use crate::analysis::stats::benjamini_hochberg;
+use crate::config::{Cohort, Study, StudyExperiment};
+use crate::error::{Error, Result};
+use crate::io::ledger::Ledger;
+use crate::io::table::{read_table, write_table, Column, Table};
+use crate::progress::Progress;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Options of the study step.
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
+    /// Label shuffles per permutation test (SCIENCE.md: 10,000).
+    pub permutations: usize,
+    pub seed: u64,
+}
+
+impl Default for StudyOptions {
+    fn default() -> Self {
+        StudyOptions {
+            permutations: 10_000,
+            seed: 1,
+        }
+    }
+}
+
+/// The measures of `study_map.parquet`: the run's baseline-normalised map values.
+pub const MAP_MEASURES: [&str; 3] = ["diagonal", "off_diagonal", "trial_avg_off_diagonal"];
+
+/// The measures of `study_neurons.parquet`, over each FOV's spared cells. The first
+/// four are ratios to the FOV's baseline mean, the rest differences from it.
+pub const NEURON_MEASURES: [&str; 8] = [
+    "reliability",
+    "fraction_responsive",
+    "best_response_a",
+    "best_response_b",
+    "tuning_width_a_change",
+    "high_sc_change_aa",
+    "high_sc_change_ab",
+    "high_sc_change_bb",
+];
+
+const N_MEASURES: usize = MAP_MEASURES.len() + NEURON_MEASURES.len();
+
+fn measure_name(k: usize) -> &'static str {
+    if k < MAP_MEASURES.len() {
+        MAP_MEASURES[k]
+    } else {
+        NEURON_MEASURES[k - MAP_MEASURES.len()]
+    }
+}
+
+type Measures = [f64; N_MEASURES];
+
+/// One FOV's measures per day.
+struct Fov {
+    cohort: Cohort,
+    mouse: String,
+    after_day: Option<i32>,
+    days: BTreeMap<i32, Measures>,
+}
+
+/// What the study step did.
+#[derive(Debug, Clone)]
+pub struct StudySummary {
+    pub experiments: usize,
+    /// Mice per cohort, cohorts in [`Cohort::ALL`] order.
+    pub mice: Vec<(Cohort, usize)>,
+    pub days: Vec<i32>,
+    /// Per cohort and day: the mean over mice of the normalised diagonal and
+    /// off-diagonal.
+    pub map_means: Vec<(Cohort, i32, f64, f64)>,
+    /// Things the user should know (skipped comparisons).
+    pub notes: Vec<String>,
+    pub tables: Vec<PathBuf>,
+    /// The rows of study_stats.parquet.
+    pub stats: Vec<StatRow>,
+}
+
+/// One row of `study_stats.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatRow {
+    pub cohort: Cohort,
+    pub measure: &'static str,
+    /// The post-ablation day; 0 for a test across all days.
+    pub day: i32,
+    pub test: &'static str,
+    pub statistic: f64,
+    pub p_value: f64,
+    pub p_fdr: f64,
+    pub n_mice: usize,
+}
+
+fn describe(i: usize, e: &StudyExperiment) -> String {
+    format!(
+        "experiment {} (mouse '{}', {}, {})",
+        i + 1,
+        e.mouse,
+        e.cohort,
+        e.manifest.display()
+    )
+}
+
+/// A table of the experiment's run folder, or an error saying the run is incomplete.
+fn run_table(i: usize, e: &StudyExperiment, name: &str) -> Result<(PathBuf, Table)> {
+    if !e.run.is_dir() {
+        return Err(Error::input(
+            &e.run,
+            format!(
+                "{}: the run folder is missing; run `cortexmap run {} --out {}` first",
+                describe(i, e),
+                e.manifest.display(),
+                e.run.display()
+            ),
+        ));
+    }
+    let p = e.run.join(format!("{name}.parquet"));
+    if !p.exists() {
+        return Err(Error::input(
+            &p,
+            format!(
+                "{}: {name}.parquet is missing, the run is incomplete; run it through the \
+                 analyze stage",
+                describe(i, e)
+            ),
+        ));
+    }
+    let t = read_table(&p)?;
+    Ok((p, t))
+}
+
+/// The ablation day of a run: from its ledger, else from its manifest.
+fn after_day(e: &StudyExperiment) -> Result<Option<i32>> {
+    let ledger = Ledger::load(&e.run);
+    if !ledger.manifest.as_os_str().is_empty() {
+        return Ok(ledger.ablation_after_day);
+    }
+    Ok(crate::config::load_experiment(&e.manifest)?
+        .ablation
+        .map(|a| a.after_day))
+}
+
+/// Mean of the finite values; NaN without any.
+fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
+    let (s, n) = v
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n > 0 {
+        s / n as f64
+    } else {
+        f64::NAN
+    }
+}
+
+/// The stimulus labels of a run (from tuning.parquet).
+fn stimuli(i: usize, e: &StudyExperiment) -> Result<BTreeSet<String>> {
+    let (p, t) = run_table(i, e, "tuning")?;
+    Ok(t.strs(&p, "stimulus")?.iter().cloned().collect())
+}
+
+/// Read one FOV's measures.
+fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
+    let after = after_day(e)?;
+    let is_baseline = |d: i32| after.is_none_or(|a| d <= a);
+    let mut days: BTreeMap<i32, Measures> = BTreeMap::new();
+    let (mp, m) = run_table(i, e, "map_summary")?;
+    for (r, &d) in m.i32s(&mp, "day")?.iter().enumerate() {
+        let row = days.entry(d).or_insert([f64::NAN; N_MEASURES]);
+        for (k, c) in [
+            "diagonal_norm",
+            "off_diagonal_norm",
+            "trial_avg_off_diagonal_norm",
+        ]
+        .iter()
+        .enumerate()
+        {
+            row[k] = m.f64s(&mp, c)?[r];
+        }
+    }
+    // Per day over spared cells: reliability, fraction responsive, best response of
+    // groups A and B, tuning width of group A.
+    let (np, n) = run_table(i, e, "neurons")?;
+    let (nd, spared, resp) = (
+        n.i32s(&np, "day")?,
+        n.bools(&np, "spared")?,
+        n.bools(&np, "responsive")?,
+    );
+    let (rel, best, width, group) = (
+        n.f64s(&np, "reliability")?,
+        n.f64s(&np, "best_response")?,
+        n.f64s(&np, "tuning_width")?,
+        n.strs(&np, "group")?,
+    );
+    let mut raw: BTreeMap<i32, [f64; 5]> = BTreeMap::new();
+    for &d in nd.iter().collect::<BTreeSet<_>>() {
+        let rows: Vec<usize> = (0..nd.len()).filter(|&r| nd[r] == d && spared[r]).collect();
+        let of = |g: &str, v: &[f64]| mean(rows.iter().filter(|&&r| group[r] == g).map(|&r| v[r]));
+        let frac = if rows.is_empty() {
+            f64::NAN
+        } else {
+            rows.iter().filter(|&&r| resp[r]).count() as f64 / rows.len() as f64
+        };
+        raw.insert(
+            d,
+            [
+                mean(rows.iter().map(|&r| rel[r])),
+                frac,
+                of("A", best),
+                of("B", best),
+                of("A", width),
+            ],
+        );
+    }
+    let base: Vec<f64> = (0..5)
+        .map(|k| {
+            mean(
+                raw.iter()
+                    .filter(|(d, _)| is_baseline(**d))
+                    .map(|(_, v)| v[k]),
+            )
+        })
+        .collect();
+    for (d, v) in &raw {
+        let row = days.entry(*d).or_insert([f64::NAN; N_MEASURES]);
+        let o = MAP_MEASURES.len();
+        for k in 0..4 {
+            row[o + k] = v[k] / base[k];
+        }
+        row[o + 4] = v[4] - base[4];
+    }
+    let (cp, c) = run_table(i, e, "correlation_summary")?;
+    let (cd, set, change) = (
+        c.i32s(&cp, "day")?,
+        c.strs(&cp, "pair_set")?,
+        c.f64s(&cp, "high_fraction_change")?,
+    );
+    for r in 0..cd.len() {
+        let k = match set[r].as_str() {
+            "A-A" => 5,
+            "A-B" => 6,
+            "B-B" => 7,
+            _ => continue,
+        };
+        let row = days.entry(cd[r]).or_insert([f64::NAN; N_MEASURES]);
+        row[MAP_MEASURES.len() + k] = change[r];
+    }
+    Ok(Fov {
+        cohort: e.cohort,
+        mouse: e.mouse.clone(),
+        after_day: after,
+        days,
+    })
+}
+
+/// Refuse experiments whose stimulus sets differ from the first one's.
+fn check_stimuli(study: &Study) -> Result<()> {
+    let sets: Vec<BTreeSet<String>> = study
+        .experiments
+        .iter()
+        .enumerate()
+        .map(|(i, e)| stimuli(i, e))
+        .collect::<Result<_>>()?;
+    for (i, s) in sets.iter().enumerate().skip(1) {
+        if s != &sets[0] {
+            let extra: Vec<&String> = s.difference(&sets[0]).collect();
+            let lacking: Vec<&String> = sets[0].difference(s).collect();
+            return Err(Error::input(
+                &study.path,
+                format!(
+                    "{} has a different stimulus set from experiment 1: {} not in experiment \
+                     1, {} missing; a study compares maps over the same stimuli",
+                    describe(i, &study.experiments[i]),
+                    list(&extra),
+                    list(&lacking)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn list(v: &[&String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// One mouse: its cohort, id, baseline day and per-day means over its FOVs.
+struct Mouse {
+    cohort: Cohort,
+    id: String,
+    after_day: Option<i32>,
+    days: BTreeMap<i32, (usize, Measures)>,
+}
+
+fn average_mice(fovs: &[Fov]) -> Vec<Mouse> {
+    let mut by_mouse: BTreeMap<(Cohort, String), Vec<&Fov>> = BTreeMap::new();
+    for f in fovs {
+        by_mouse
+            .entry((f.cohort, f.mouse.clone()))
+            .or_default()
+            .push(f);
+    }
+    by_mouse
+        .into_iter()
+        .map(|((cohort, id), fs)| {
+            let days: BTreeSet<i32> = fs.iter().flat_map(|f| f.days.keys().copied()).collect();
+            let days = days
+                .into_iter()
+                .map(|d| {
+                    let here: Vec<&Measures> = fs.iter().filter_map(|f| f.days.get(&d)).collect();
+                    let mut m = [f64::NAN; N_MEASURES];
+                    for (k, v) in m.iter_mut().enumerate() {
+                        *v = mean(here.iter().map(|x| x[k]));
+                    }
+                    (d, (here.len(), m))
+                })
+                .collect();
+            Mouse {
+                cohort,
+                id,
+                after_day: fs.iter().find_map(|f| f.after_day),
+                days,
+            }
+        })
+        .collect()
+}
+
+/// A stable per-test seed, so every test has its own permutation streams.
+fn test_seed(seed: u64, cohort: Cohort, measure: usize, day: i32) -> u64 {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for x in [cohort as u64, measure as u64, day as u64] {
+        h = (h ^ x).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(31);
+    }
+    h
+}
+
+/// The statistics of every cohort and measure.
+fn statistics(mice: &[Mouse], opts: &StudyOptions, notes: &mut Vec<String>) -> Vec<StatRow> {
+    let cohorts: BTreeSet<Cohort> = mice.iter().map(|m| m.cohort).collect();
+    let has_control = cohorts.contains(&Cohort::Control);
+    if !has_control && !cohorts.is_empty() {
+        notes.push(
+            "no control cohort in the study: the comparisons of each cohort with control \
+             (permutation tests) are skipped"
+                .into(),
+        );
+    }
+    let value = |m: &Mouse, d: i32, k: usize| m.days.get(&d).map_or(f64::NAN, |x| x.1[k]);
+    let mut jobs = Vec::new();
+    for &c in &cohorts {
+        for k in 0..N_MEASURES {
+            jobs.push((c, k));
+        }
+    }
+    jobs.par_iter()
+        .flat_map_iter(|&(c, k)| {
+            let ms: Vec<&Mouse> = mice.iter().filter(|m| m.cohort == c).collect();
+            let days: BTreeSet<i32> = ms.iter().flat_map(|m| m.days.keys().copied()).collect();
+            let post: Vec<i32> = days
+                .iter()
+                .copied()
+                .filter(|&d| ms.iter().any(|m| m.after_day.is_some_and(|a| d > a)))
+                .collect();
+            let baseline: Vec<f64> = ms
+                .iter()
+                .map(|m| {
+                    mean(
+                        m.days
+                            .keys()
+                            .filter(|&&d| m.after_day.is_none_or(|a| d <= a))
+                            .map(|&d| value(m, d, k)),
+                    )
+                })
+                .collect();
+            let mut rows = Vec::new();
+            // Each post-ablation day against the baseline.
+            let tests: Vec<(f64, f64, usize)> = post
+                .iter()
+                .map(|&d| {
+                    let after: Vec<f64> = ms.iter().map(|m| value(m, d, k)).collect();
+                    let n = after
+                        .iter()
+                        .zip(&baseline)
+                        .filter(|(a, b)| a.is_finite() && b.is_finite())
+                        .count();
+                    let (t, p) = stats::paired_t_two_sided(&baseline, &after);
+                    (t, p, n)
+                })
+                .collect();
+            let fdr = benjamini_hochberg(&tests.iter().map(|x| x.1).collect::<Vec<_>>());
+            for ((&d, &(t, p, n)), q) in post.iter().zip(&tests).zip(fdr) {
+                rows.push(StatRow {
+                    cohort: c,
+                    measure: measure_name(k),
+                    day: d,
+                    test: "t_vs_baseline",
+                    statistic: t,
+                    p_value: p,
+                    p_fdr: q,
+                    n_mice: n,
+                });
+            }
+            // Across all days.
+            let groups: Vec<Vec<f64>> = days
+                .iter()
+                .map(|&d| ms.iter().map(|m| value(m, d, k)).collect())
+                .collect();
+            let (f, p) = stats::one_way_anova(&groups);
+            rows.push(StatRow {
+                cohort: c,
+                measure: measure_name(k),
+                day: 0,
+                test: "anova_days",
+                statistic: f,
+                p_value: p,
+                p_fdr: p,
+                n_mice: ms.len(),
+            });
+            // Against control, on each post-ablation day.
+            if has_control && c != Cohort::Control {
+                let control: Vec<&Mouse> = mice
+                    .iter()
+                    .filter(|m| m.cohort == Cohort::Control)
+                    .collect();
+                let perms: Vec<(f64, f64, usize)> = post
+                    .iter()
+                    .map(|&d| {
+                        let a: Vec<f64> = ms.iter().map(|m| value(m, d, k)).collect();
+                        let b: Vec<f64> = control.iter().map(|m| value(m, d, k)).collect();
+                        let n = a.iter().chain(&b).filter(|v| v.is_finite()).count();
+                        let (s, p) = stats::permutation_two_sided(
+                            &a,
+                            &b,
+                            opts.permutations,
+                            test_seed(opts.seed, c, k, d),
+                        );
+                        (s, p, n)
+                    })
+                    .collect();
+                let fdr = benjamini_hochberg(&perms.iter().map(|x| x.1).collect::<Vec<_>>());
+                for ((&d, &(s, p, n)), q) in post.iter().zip(&perms).zip(fdr) {
+                    rows.push(StatRow {
+                        cohort: c,
+                        measure: measure_name(k),
+                        day: d,
+                        test: "permutation_vs_control",
+                        statistic: s,
+                        p_value: p,
+                        p_fdr: q,
+                        n_mice: n,
+                    });
+                }
+            }
+            rows
+        })
+        .collect()
+}
+
+fn mouse_table(mice: &[Mouse], measures: std::ops::Range<usize>) -> Table {
+    let rows: Vec<(&Mouse, i32, usize, &Measures)> = mice
+        .iter()
+        .flat_map(|m| m.days.iter().map(move |(d, (n, v))| (m, *d, *n, v)))
+        .collect();
+    let mut t = Table::new()
+        .with(
+            "cohort",
+            Column::Str(rows.iter().map(|r| r.0.cohort.to_string()).collect()),
+        )
+        .with(
+            "mouse",
+            Column::Str(rows.iter().map(|r| r.0.id.clone()).collect()),
+        )
+        .with("day", Column::I32(rows.iter().map(|r| r.1).collect()))
+        .with(
+            "n_fovs",
+            Column::U32(rows.iter().map(|r| r.2 as u32).collect()),
+        );
+    for k in measures {
+        t = t.with(
+            measure_name(k),
+            Column::F64(rows.iter().map(|r| r.3[k]).collect()),
+        );
+    }
+    t
+}
+
+fn stats_table(rows: &[StatRow]) -> Table {
+    Table::new()
+        .with(
+            "cohort",
+            Column::Str(rows.iter().map(|r| r.cohort.to_string()).collect()),
+        )
+        .with(
+            "measure",
+            Column::Str(rows.iter().map(|r| r.measure.to_string()).collect()),
+        )
+        .with("day", Column::I32(rows.iter().map(|r| r.day).collect()))
+        .with(
+            "test",
+            Column::Str(rows.iter().map(|r| r.test.to_string()).collect()),
+        )
+        .with(
+            "statistic",
+            Column::F64(rows.iter().map(|r| r.statistic).collect()),
+        )
+        .with(
+            "p_value",
+            Column::F64(rows.iter().map(|r| r.p_value).collect()),
+        )
+        .with("p_fdr", Column::F64(rows.iter().map(|r| r.p_fdr).collect()))
+        .with(
+            "n_mice",
+            Column::U32(rows.iter().map(|r| r.n_mice as u32).collect()),
+        )
+}
+
+/// Run the study step: read every experiment's run, aggregate per mouse, test,
+/// and write the three study tables into `out`.
+pub fn run_study(
+    study: &Study,
+    out: &Path,
+    opts: &StudyOptions,
+    progress: &dyn Progress,
+) -> Result<StudySummary> {
+    if opts.permutations == 0 {
+        return Err(Error::usage("--permutations must be at least 1"));
+    }
+    check_stimuli(study)?;
+    progress.start("study", study.experiments.len() as u64);
+    let mut fovs = Vec::with_capacity(study.experiments.len());
+    for (i, e) in study.experiments.iter().enumerate() {
+        fovs.push(read_fov(i, e)?);
+        progress.advance(1);
+    }
+    progress.finish();
+    let mice = average_mice(&fovs);
+    let mut notes = Vec::new();
+    let mut stats = statistics(&mice, opts, &mut notes);
+    stats.sort_by(|a, b| {
+        (a.cohort, a.measure, a.test, a.day).cmp(&(b.cohort, b.measure, b.test, b.day))
+    });
+    std::fs::create_dir_all(out).map_err(|e| Error::output(out, e))?;
+    let tables = vec![
+        out.join("study_map.parquet"),
+        out.join("study_neurons.parquet"),
+        out.join("study_stats.parquet"),
+    ];
+    write_table(&tables[0], &mouse_table(&mice, 0..MAP_MEASURES.len()))?;
+    write_table(
+        &tables[1],
+        &mouse_table(&mice, MAP_MEASURES.len()..N_MEASURES),
+    )?;
+    write_table(&tables[2], &stats_table(&stats))?;
+    let days: BTreeSet<i32> = mice.iter().flat_map(|m| m.days.keys().copied()).collect();
+    let mut map_means = Vec::new();
+    let mut counts = Vec::new();
+    for c in Cohort::ALL {
+        let ms: Vec<&Mouse> = mice.iter().filter(|m| m.cohort == c).collect();
+        if ms.is_empty() {
+            continue;
+        }
+        counts.push((c, ms.len()));
+        for &d in &days {
+            let v = |k: usize| mean(ms.iter().filter_map(|m| m.days.get(&d)).map(|x| x.1[k]));
+            map_means.push((c, d, v(0), v(1)));
+        }
+    }
+    Ok(StudySummary {
+        experiments: study.experiments.len(),
+        mice: counts,
+        days: days.into_iter().collect(),
+        map_means,
+        notes,
+        tables,
+        stats,
+    })
+}
+
+/// The study-level truth of a simulated study: the truth's normalised map values
+/// (`truth/map_summary.parquet` beside each experiment's manifest) averaged per
+/// mouse like the run's. Written as `study_map.parquet` into `out`.
+pub fn write_map_truth(study: &Study, out: &Path) -> Result<PathBuf> {
+    let fovs = study
+        .experiments
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let dir = e.manifest.parent().unwrap_or(Path::new("."));
+            let p = dir.join("truth").join("map_summary.parquet");
+            if !p.exists() {
+                return Err(Error::input(
+                    &p,
+                    format!("{}: no simulator truth beside the manifest", describe(i, e)),
+                ));
+            }
+            let t = read_table(&p)?;
+            let mut days = BTreeMap::new();
+            for (r, &d) in t.i32s(&p, "day")?.iter().enumerate() {
+                let mut row = [f64::NAN; N_MEASURES];
+                row[0] = t.f64s(&p, "diagonal_norm")?[r];
+                row[1] = t.f64s(&p, "off_diagonal_norm")?[r];
+                row[2] = t.f64s(&p, "trial_avg_off_diagonal_norm")?[r];
+                days.insert(d, row);
+            }
+            Ok(Fov {
+                cohort: e.cohort,
+                mouse: e.mouse.clone(),
+                after_day: None,
+                days,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::output(out, e))?;
+    let path = out.join("study_map.parquet");
+    write_table(
+        &path,
+        &mouse_table(&average_mice(&fovs), 0..MAP_MEASURES.len()),
+    )?;
+    Ok(path)
+}
+
+/// Per cohort and day, the mean over mice of each map measure in a
+/// `study_map.parquet` (run or truth).
+pub fn cohort_map_means(path: &Path) -> Result<BTreeMap<(String, i32), [f64; 3]>> {
+    let t = read_table(path)?;
+    let (c, d) = (t.strs(path, "cohort")?, t.i32s(path, "day")?);
+    let cols: Vec<&[f64]> = MAP_MEASURES
+        .iter()
+        .map(|m| t.f64s(path, m))
+        .collect::<Result<_>>()?;
+    let mut acc: BTreeMap<(String, i32), Vec<[f64; 3]>> = BTreeMap::new();
+    for r in 0..c.len() {
+        acc.entry((c[r].clone(), d[r]))
+            .or_default()
+            .push([cols[0][r], cols[1][r], cols[2][r]]);
+    }
+    Ok(acc
+        .into_iter()
+        .map(|(k, v)| {
+            let m = |j: usize| mean(v.iter().map(|x| x[j]));
+            (k, [m(0), m(1), m(2)])
+        })
+        .collect())
+}

@@ -1,0 +1,265 @@
+//! The study step on a tiny simulated study: tables, statistics, determinism and
+//! bad input.
+
+mod common;
+
+use cortexmap::config::{load_study, write_study, Cohort, Params, StudyDoc};
+use cortexmap::pipeline::run;
+use cortexmap::progress::NoProgress;
+use cortexmap::simulate::study::{simulate_study, StudyPreset};
+use cortexmap::simulate::SimConfig;
+use cortexmap::study::{run_study, write_map_truth, StudyOptions};
+use std::path::Path;
+
+fn tiny_study(out: &Path) -> std::path::PathBuf {
+    let preset = StudyPreset {
+        name: "tiny".into(),
+        mice_per_cohort: 2,
+        fovs_per_mouse: 1,
+        fov: common::tiny_config(),
+    };
+    let s = simulate_study(&preset, 3, out, false, &NoProgress).unwrap();
+    let study = load_study(&s.study_file).unwrap();
+    for e in &study.experiments {
+        run(
+            &e.manifest,
+            &e.run,
+            &Params::default(),
+            None,
+            None,
+            &NoProgress,
+        )
+        .unwrap();
+    }
+    s.study_file
+}
+
+fn opts() -> StudyOptions {
+    StudyOptions {
+        permutations: 2_000,
+        seed: 5,
+    }
+}
+
+#[test]
+fn study_of_a_tiny_simulated_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tiny_study(&dir.path().join("study"));
+    let study = load_study(&file).unwrap();
+    assert_eq!(study.experiments.len(), 8);
+    let out = dir.path().join("out");
+    let s = run_study(&study, &out, &opts(), &NoProgress).unwrap();
+    assert_eq!(s.days, vec![3, 5, 7]);
+    assert_eq!(s.mice.len(), 4);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    let map = cortexmap::io::table::read_table(out.join("study_map.parquet")).unwrap();
+    assert_eq!(map.n_rows(), 8 * 3, "one row per mouse and day");
+    let neurons = cortexmap::io::table::read_table(out.join("study_neurons.parquet")).unwrap();
+    assert_eq!(neurons.n_rows(), 8 * 3);
+    // Per cohort and measure (11): one t-test (day 7) and one ANOVA; the three
+    // ablation cohorts add one permutation test against control.
+    let count = |test: &str| s.stats.iter().filter(|r| r.test == test).count();
+    assert_eq!(count("t_vs_baseline"), 4 * 11);
+    assert_eq!(count("anova_days"), 4 * 11);
+    assert_eq!(count("permutation_vs_control"), 3 * 11);
+    for r in &s.stats {
+        assert_eq!(r.day == 0, r.test == "anova_days", "{r:?}");
+        assert!(
+            r.p_value.is_nan() || (0.0..=1.0).contains(&r.p_value),
+            "{r:?}"
+        );
+        if r.test == "permutation_vs_control" && r.p_value.is_finite() {
+            assert!(r.p_value >= 1.0 / 2_001.0, "{r:?}");
+        }
+    }
+    // Same input and seed, same bytes.
+    let again = dir.path().join("again");
+    run_study(&study, &again, &opts(), &NoProgress).unwrap();
+    for t in ["study_map", "study_neurons", "study_stats"] {
+        let a = std::fs::read(out.join(format!("{t}.parquet"))).unwrap();
+        let b = std::fs::read(again.join(format!("{t}.parquet"))).unwrap();
+        assert!(a == b, "{t} differs between two identical runs");
+    }
+    // The study truth: the truth's normalised maps, averaged the same way.
+    let truth = write_map_truth(&study, &dir.path().join("truth")).unwrap();
+    let t = cortexmap::study::cohort_map_means(&truth).unwrap();
+    assert_eq!(t.len(), 4 * 3);
+    let baseline = t[&("control".to_string(), 5)];
+    assert!(baseline[0].is_finite());
+
+    // Without control: the comparisons are skipped, and said so.
+    let mut doc: StudyDoc = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc.experiments.retain(|e| e.cohort != Cohort::Control);
+    let no_control = dir.path().join("study").join("no-control.toml");
+    write_study(&no_control, &doc).unwrap();
+    let s = run_study(
+        &load_study(&no_control).unwrap(),
+        &dir.path().join("nc"),
+        &opts(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.contains("no control cohort")),
+        "{:?}",
+        s.notes
+    );
+    assert!(s.stats.iter().all(|r| r.test != "permutation_vs_control"));
+}
+
+#[test]
+fn study_refuses_missing_runs_and_different_stimuli() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("study");
+    let file = tiny_study(&root);
+    let study = load_study(&file).unwrap();
+    let out = dir.path().join("out");
+
+    // An incomplete run: the table and the experiment are named.
+    let victim = &study.experiments[3];
+    let table = victim.run.join("map_summary.parquet");
+    let saved = std::fs::read(&table).unwrap();
+    std::fs::remove_file(&table).unwrap();
+    let err = run_study(&study, &out, &opts(), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("map_summary.parquet is missing") && err.contains("experiment 4"),
+        "{err}"
+    );
+    std::fs::write(&table, saved).unwrap();
+
+    // A missing run folder.
+    let moved = victim.run.with_file_name("run-elsewhere");
+    std::fs::rename(&victim.run, &moved).unwrap();
+    let err = run_study(&study, &out, &opts(), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run folder is missing") && err.contains("cortexmap run"),
+        "{err}"
+    );
+    std::fs::rename(&moved, &victim.run).unwrap();
+
+    // An experiment with other sounds.
+    let other = root.join("other");
+    let cfg = SimConfig {
+        n_tones: 4,
+        ..common::tiny_config()
+    };
+    let s = cortexmap::simulate::simulate(&cfg, 9, &other, false, &NoProgress).unwrap();
+    run(
+        &s.manifest,
+        &other.join("run"),
+        &Params::default(),
+        None,
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    let mut doc: StudyDoc = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut extra = doc.experiments[0].clone();
+    extra.manifest = "other/experiment.toml".into();
+    extra.run = Some("other/run".into());
+    extra.mouse = "odd-mouse".into();
+    doc.experiments.push(extra);
+    let mixed = root.join("mixed.toml");
+    write_study(&mixed, &doc).unwrap();
+    let err = run_study(&load_study(&mixed).unwrap(), &out, &opts(), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("different stimulus set") && err.contains("experiment 9"),
+        "{err}"
+    );
+    assert!(
+        !out.join("study_stats.parquet").exists(),
+        "no half-written study"
+    );
+}
+
+/// The Snakemake workflow (pipeline/Snakefile) on a tiny study: every experiment
+/// job and the study step; nothing to do on a rerun; one added experiment runs
+/// alone and the study step follows. Runs where scripts/test installed Snakemake
+/// (CORTEXMAP_SNAKEMAKE); required when CORTEXMAP_REQUIRE_SNAKEMAKE is set.
+#[test]
+fn snakemake_workflow_runs_a_study_and_takes_one_more_experiment() {
+    let Some(snakemake) = std::env::var_os("CORTEXMAP_SNAKEMAKE") else {
+        assert!(
+            std::env::var_os("CORTEXMAP_REQUIRE_SNAKEMAKE").is_none(),
+            "Snakemake required but CORTEXMAP_SNAKEMAKE is not set"
+        );
+        eprintln!("note: CORTEXMAP_SNAKEMAKE not set; skipping the workflow test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("study");
+    let preset = StudyPreset {
+        name: "tiny".into(),
+        mice_per_cohort: 2,
+        fovs_per_mouse: 1,
+        fov: common::tiny_config(),
+    };
+    let s = simulate_study(&preset, 3, &root, false, &NoProgress).unwrap();
+    let out = dir.path().join("out");
+    let snakefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline/Snakefile");
+    let workflow = || {
+        let o = std::process::Command::new(&snakemake)
+            .arg("-s")
+            .arg(&snakefile)
+            .args(["--cores", "2", "-d"])
+            .arg(dir.path())
+            .arg("--config")
+            .arg(format!("study={}", s.study_file.display()))
+            .arg(format!("out={}", out.display()))
+            .arg(format!("cortexmap={}", env!("CARGO_BIN_EXE_cortexmap")))
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "snakemake failed:\n{log}");
+        log
+    };
+    let first = workflow();
+    assert!(first.contains("run_experiment"), "{first}");
+    let rows = |p: &Path| cortexmap::io::table::read_table(p).unwrap().n_rows();
+    let map = out.join("study_map.parquet");
+    assert_eq!(rows(&map), 8 * 3);
+    for e in &load_study(&s.study_file).unwrap().experiments {
+        assert!(
+            e.run.join("report.html").exists(),
+            "{} not run",
+            e.run.display()
+        );
+    }
+
+    let second = workflow();
+    assert!(second.contains("Nothing to be done"), "{second}");
+
+    // One more FOV of a control mouse: its job, then the study step, and no other.
+    let cfg = SimConfig {
+        cohort: "control".into(),
+        ..common::tiny_config()
+    };
+    cortexmap::simulate::simulate(&cfg, 77, &root.join("extra"), false, &NoProgress).unwrap();
+    let mut doc: StudyDoc =
+        toml::from_str(&std::fs::read_to_string(&s.study_file).unwrap()).unwrap();
+    let mut extra = doc.experiments[0].clone();
+    extra.manifest = "extra/experiment.toml".into();
+    extra.run = Some("extra/run".into());
+    extra.mouse = "control-m3".into();
+    doc.experiments.push(extra);
+    write_study(&s.study_file, &doc).unwrap();
+    let third = workflow();
+    assert_eq!(
+        third.matches("rule run_experiment:").count(),
+        1,
+        "only the new experiment should run:\n{third}"
+    );
+    assert!(third.contains("experiment9"), "{third}");
+    assert_eq!(rows(&map), 9 * 3);
+}
