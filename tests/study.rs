@@ -57,12 +57,16 @@ fn study_of_a_tiny_simulated_study() {
     assert_eq!(map.n_rows(), 8 * 3, "one row per mouse and day");
     let neurons = cortexmap::io::table::read_table(out.join("study_neurons.parquet")).unwrap();
     assert_eq!(neurons.n_rows(), 8 * 3);
-    // Per cohort and measure (11): one t-test (day 7) and one ANOVA; the three
+    // Per cohort and measure (12): one t-test (day 7) and one ANOVA; the three
     // ablation cohorts add one permutation test against control.
     let count = |test: &str| s.stats.iter().filter(|r| r.test == test).count();
-    assert_eq!(count("t_vs_baseline"), 4 * 11);
-    assert_eq!(count("anova_days"), 4 * 11);
-    assert_eq!(count("permutation_vs_control"), 3 * 11);
+    assert_eq!(count("t_vs_baseline"), 4 * 12);
+    assert_eq!(count("anova_days"), 4 * 12);
+    assert_eq!(count("permutation_vs_control"), 3 * 12);
+    // The simulator types its cells, so the E/I ratio is defined somewhere.
+    let np = out.join("study_neurons.parquet");
+    let ei = neurons.f64s(&np, "ei_ratio").unwrap();
+    assert!(ei.iter().any(|v| v.is_finite()), "{ei:?}");
     for r in &s.stats {
         assert_eq!(r.day == 0, r.test == "anova_days", "{r:?}");
         assert!(

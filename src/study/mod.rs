@@ -46,8 +46,9 @@ impl Default for StudyOptions {
 pub const MAP_MEASURES: [&str; 3] = ["diagonal", "off_diagonal", "trial_avg_off_diagonal"];
 
 /// The measures of `study_neurons.parquet`, over each FOV's spared cells. The first
-/// four are ratios to the FOV's baseline mean, the rest differences from it.
-pub const NEURON_MEASURES: [&str; 8] = [
+/// four and `ei_ratio` are ratios to the FOV's baseline mean, the others
+/// differences from it.
+pub const NEURON_MEASURES: [&str; 9] = [
     "reliability",
     "fraction_responsive",
     "best_response_a",
@@ -56,6 +57,7 @@ pub const NEURON_MEASURES: [&str; 8] = [
     "high_sc_change_aa",
     "high_sc_change_ab",
     "high_sc_change_bb",
+    "ei_ratio",
 ];
 
 const N_MEASURES: usize = MAP_MEASURES.len() + NEURON_MEASURES.len();
@@ -210,7 +212,9 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
         n.f64s(&np, "tuning_width")?,
         n.strs(&np, "group")?,
     );
-    let mut raw: BTreeMap<i32, [f64; 5]> = BTreeMap::new();
+    let inhibitory = cell_types(i, e)?;
+    let cell = n.u32s(&np, "cell")?;
+    let mut raw: BTreeMap<i32, [f64; 6]> = BTreeMap::new();
     for &d in nd.iter().collect::<BTreeSet<_>>() {
         let rows: Vec<usize> = (0..nd.len()).filter(|&r| nd[r] == d && spared[r]).collect();
         let of = |g: &str, v: &[f64]| mean(rows.iter().filter(|&&r| group[r] == g).map(|&r| v[r]));
@@ -227,10 +231,11 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
                 of("A", best),
                 of("B", best),
                 of("A", width),
+                ei_ratio(&rows, cell, best, &inhibitory),
             ],
         );
     }
-    let base: Vec<f64> = (0..5)
+    let base: Vec<f64> = (0..6)
         .map(|k| {
             mean(
                 raw.iter()
@@ -246,6 +251,7 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
             row[o + k] = v[k] / base[k];
         }
         row[o + 4] = v[4] - base[4];
+        row[o + 8] = v[5] / base[5];
     }
     let (cp, c) = run_table(i, e, "correlation_summary")?;
     let (cd, set, change) = (
@@ -269,6 +275,39 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
         after_day: after,
         days,
     })
+}
+
+/// Each tracked cell's type from cells.parquet: Some(true) inhibitory, Some(false)
+/// excitatory; absent without `cell_types.csv`.
+fn cell_types(i: usize, e: &StudyExperiment) -> Result<BTreeMap<u32, bool>> {
+    let (p, t) = run_table(i, e, "cells")?;
+    Ok(t.u32s(&p, "cell")?
+        .iter()
+        .zip(t.opt_bools(&p, "inhibitory")?)
+        .filter_map(|(&c, x)| x.map(|x| (c, x)))
+        .collect())
+}
+
+/// SCIENCE.md §5.3: the summed best response of the excitatory cells among `rows`
+/// over that of the inhibitory ones. NaN without typed cells or with a
+/// non-positive inhibitory sum.
+fn ei_ratio(rows: &[usize], cell: &[u32], best: &[f64], types: &BTreeMap<u32, bool>) -> f64 {
+    let (mut e, mut i) = (0.0, 0.0);
+    for &r in rows {
+        if !best[r].is_finite() {
+            continue;
+        }
+        match types.get(&cell[r]) {
+            Some(true) => i += best[r],
+            Some(false) => e += best[r],
+            None => {}
+        }
+    }
+    if i > 0.0 {
+        e / i
+    } else {
+        f64::NAN
+    }
 }
 
 /// Refuse experiments whose stimulus sets differ from the first one's.
@@ -663,4 +702,25 @@ pub fn cohort_map_means(path: &Path) -> Result<BTreeMap<(String, i32), [f64; 3]>
             (k, [m(0), m(1), m(2)])
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ei_ratio_sums_best_responses_by_type() {
+        let cell = [0, 1, 2, 3];
+        let best = [1.0, 2.0, 0.5, f64::NAN];
+        let types: BTreeMap<u32, bool> = [(0, false), (1, false), (2, true), (3, true)].into();
+        assert!((ei_ratio(&[0, 1, 2, 3], &cell, &best, &types) - 6.0).abs() < 1e-12);
+        assert!(
+            ei_ratio(&[0, 1], &cell, &best, &types).is_nan(),
+            "no inhibitory cell"
+        );
+        assert!(
+            ei_ratio(&[0, 2], &cell, &best, &BTreeMap::new()).is_nan(),
+            "untyped"
+        );
+    }
 }
