@@ -441,6 +441,7 @@ fn study_cmd(
     let st = cortexmap::config::load_study(study)?;
     let opts = cortexmap::study::StudyOptions { permutations, seed };
     let s = cortexmap::study::run_study(&st, out, &opts, progress)?;
+    let report = cortexmap::report::write_study_report(out)?;
     let mice: Vec<String> = s.mice.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!(
         "{} experiments; mice per cohort: {}; days {:?}",
@@ -517,10 +518,7 @@ fn study_cmd(
     for t in &s.tables {
         println!("wrote {}", t.display());
     }
-    println!(
-        "wrote {}",
-        cortexmap::report::write_study_report(out)?.display()
-    );
+    println!("wrote {}", report.display());
     Ok(())
 }
 
@@ -1022,7 +1020,7 @@ fn quiet_on_closed_stdout() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") {
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
             std::process::exit(141);
         }
         default(info);

@@ -51,7 +51,11 @@ fn study_of_a_tiny_simulated_study() {
     let s = run_study(&study, &out, &opts(), &NoProgress).unwrap();
     assert_eq!(s.days, vec![3, 5, 7]);
     assert_eq!(s.mice.len(), 4);
-    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    assert!(
+        !s.notes.iter().any(|n| n.contains("no control cohort")),
+        "{:?}",
+        s.notes
+    );
 
     let map = cortexmap::io::table::read_table(out.join("study_map.parquet")).unwrap();
     assert_eq!(map.n_rows(), 8 * 3, "one row per mouse and day");
@@ -63,8 +67,30 @@ fn study_of_a_tiny_simulated_study() {
     assert_eq!(count("t_vs_baseline"), 4 * 12);
     assert_eq!(count("anova_days"), 4 * 12);
     assert_eq!(count("permutation_vs_control"), 3 * 12);
-    // The simulator types its cells, so the E/I ratio is defined somewhere.
+    // Every mouse's ratio measures average 1 over its baseline days (3 and 5), and
+    // the tests produced numbers.
     let np = out.join("study_neurons.parquet");
+    let (nd, rel) = (
+        neurons.i32s(&np, "day").unwrap(),
+        neurons.f64s(&np, "reliability").unwrap(),
+    );
+    let mice = neurons.strs(&np, "mouse").unwrap();
+    for m in mice.iter().collect::<std::collections::BTreeSet<_>>() {
+        let base: Vec<f64> = (0..nd.len())
+            .filter(|&r| &mice[r] == m && nd[r] <= 5 && rel[r].is_finite())
+            .map(|r| rel[r])
+            .collect();
+        if base.len() == 2 {
+            let mean = (base[0] + base[1]) / 2.0;
+            assert!((mean - 1.0).abs() < 1e-9, "{m}: baseline mean {mean}");
+        }
+    }
+    assert!(
+        s.stats.iter().filter(|r| r.p_value.is_finite()).count() > 20,
+        "too few finite tests: {:?}",
+        s.stats
+    );
+    // The simulator types its cells, so the E/I ratio is defined somewhere.
     let ei = neurons.f64s(&np, "ei_ratio").unwrap();
     assert!(ei.iter().any(|v| v.is_finite()), "{ei:?}");
     for r in &s.stats {
@@ -133,6 +159,18 @@ fn study_refuses_missing_runs_and_different_stimuli() {
         "{err}"
     );
     std::fs::write(&table, saved).unwrap();
+
+    // A run whose analyze part did not complete (a killed rerun): refused.
+    let ledger = victim.run.join("run.json");
+    let saved = std::fs::read_to_string(&ledger).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    doc["completed"].as_object_mut().unwrap().remove("analyze");
+    std::fs::write(&ledger, doc.to_string()).unwrap();
+    let err = run_study(&study, &out, &opts(), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("analyze stage has not completed"), "{err}");
+    std::fs::write(&ledger, saved).unwrap();
 
     // A missing run folder.
     let moved = victim.run.with_file_name("run-elsewhere");

@@ -53,7 +53,8 @@ fn mean_of(frames: &[&[f32]]) -> Vec<f32> {
 /// All pairwise dot products of the (binned, z-scored) frames, row-major n×n.
 /// One matrix product in faer: the frames × frames loop it replaces was a third of a
 /// short session's registration time. Sequential, so the sums do not depend on the
-/// thread count.
+/// thread count; like rustfft's, faer's SIMD kernels are chosen for the CPU at run
+/// time, so bits are reproducible on one machine, not across CPU generations.
 fn gram_matrix(frames: &[Vec<f32>]) -> Vec<f64> {
     let n = frames.len();
     let p = frames.first().map_or(0, |f| f.len());

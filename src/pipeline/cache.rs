@@ -35,14 +35,21 @@ pub fn part_end(part: Stage) -> Stage {
     }
 }
 
-/// Forget `part` and every part after it, on disk, before `part` runs.
+/// Forget `part` and every part after it, on disk, before `part` runs. The report
+/// describes the analyze part's tables, so it goes with them: a failed rerun must
+/// not leave an old report beside new tables.
 pub fn forget_from(ledger: &mut Ledger, root: &Path, part: Stage) -> Result<()> {
     let later: Vec<&str> = PARTS
         .iter()
         .filter(|p| **p >= part)
         .map(|p| p.name())
         .collect();
-    ledger.forget(root, &later)
+    ledger.forget(root, &later)?;
+    let report = crate::report::report_path(root);
+    if report.exists() {
+        std::fs::remove_file(&report).map_err(|e| Error::output(&report, e))?;
+    }
+    Ok(())
 }
 
 fn is_complete(ledger: &Ledger, part: Stage, key: u64) -> bool {
@@ -137,7 +144,10 @@ fn chain(previous: u64, text: &str) -> u64 {
     h.finish()
 }
 
-/// The files a part leaves in the run folder.
+/// The files a part leaves in the run folder that later parts read. The corrected
+/// frame stores are not among them: only detect+extract reads them, and
+/// [`first_stale`] asks for them only when that part is to run, so a user may
+/// delete `frames/` once a run is done.
 pub fn part_outputs(part: Stage, exp: &Experiment, layout: &RunLayout) -> Vec<PathBuf> {
     let tables: &[&str] = match part {
         Stage::Ingest | Stage::Motion => &["sessions", "motion", "motion_qc"],
@@ -146,10 +156,12 @@ pub fn part_outputs(part: Stage, exp: &Experiment, layout: &RunLayout) -> Vec<Pa
         Stage::Analyze => &ANALYSIS_TABLES,
     };
     let mut out: Vec<PathBuf> = tables.iter().map(|t| layout.table(t)).collect();
-    if part == Stage::Ingest {
-        for s in &exp.sessions {
-            out.push(layout.store(&s.id));
-            out.push(layout.image(&s.id, "mean_corrected"));
+    for s in &exp.sessions {
+        match part {
+            Stage::Ingest | Stage::Motion => out.push(layout.image(&s.id, "mean_corrected")),
+            // The track stage aligns sessions on these.
+            Stage::Detect | Stage::Extract => out.push(layout.image(&s.id, "enhanced")),
+            _ => {}
         }
     }
     out
@@ -164,7 +176,7 @@ pub fn first_stale(
     layout: &RunLayout,
     until: Stage,
 ) -> Option<Stage> {
-    PARTS
+    let stale = PARTS
         .iter()
         .zip(keys)
         .filter(|(p, _)| **p <= until)
@@ -172,7 +184,13 @@ pub fn first_stale(
             !is_complete(ledger, **p, **k)
                 || part_outputs(**p, exp, layout).iter().any(|f| !f.exists())
         })
-        .map(|(p, _)| *p)
+        .map(|(p, _)| *p)?;
+    let frames_gone = exp.sessions.iter().any(|s| !layout.store(&s.id).exists());
+    Some(if stale == Stage::Detect && frames_gone {
+        Stage::Ingest
+    } else {
+        stale
+    })
 }
 
 /// A 64-bit content hash of a file, read through a memory map.

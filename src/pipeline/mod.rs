@@ -358,7 +358,10 @@ impl Book {
     fn open(exp: &Experiment, params: &Params, root: &Path, from: Option<Stage>) -> Result<Book> {
         let mut ledger = cache::Ledger::load(root);
         ledger.cortexmap = env!("CARGO_PKG_VERSION").to_string();
-        ledger.manifest = exp.manifest.clone();
+        ledger.manifest = exp
+            .manifest
+            .canonicalize()
+            .unwrap_or_else(|_| exp.manifest.clone());
         ledger.ablation_after_day = exp.ablation.as_ref().map(|a| a.after_day);
         let known = from
             .and_then(|f| cache::PARTS.iter().position(|p| *p == f))

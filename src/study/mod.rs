@@ -149,15 +149,92 @@ fn run_table(i: usize, e: &StudyExperiment, name: &str) -> Result<(PathBuf, Tabl
     Ok((p, t))
 }
 
-/// The ablation day of a run: from its ledger, else from its manifest.
-fn after_day(e: &StudyExperiment) -> Result<Option<i32>> {
+/// The ablation day of a run. A run with a ledger must have completed its analyze
+/// part and been made from the study's manifest (a half-finished rerun mixes tables
+/// of two runs); a run without one (an older release) gives its day from the
+/// manifest.
+fn after_day(i: usize, e: &StudyExperiment) -> Result<Option<i32>> {
     let ledger = Ledger::load(&e.run);
-    if !ledger.manifest.as_os_str().is_empty() {
-        return Ok(ledger.ablation_after_day);
+    if ledger.manifest.as_os_str().is_empty() {
+        return Ok(crate::config::load_experiment(&e.manifest)?
+            .ablation
+            .map(|a| a.after_day));
     }
-    Ok(crate::config::load_experiment(&e.manifest)?
-        .ablation
-        .map(|a| a.after_day))
+    if ledger.key("analyze").is_none() {
+        return Err(Error::input(
+            Ledger::path(&e.run),
+            format!(
+                "{}: the run's analyze stage has not completed (run.json); rerun \
+                 `cortexmap run {} --out {}`",
+                describe(i, e),
+                e.manifest.display(),
+                e.run.display()
+            ),
+        ));
+    }
+    // The ledger records the manifest's canonical path; compare where both resolve
+    // (a moved experiment keeps its tables).
+    let recorded = &ledger.manifest;
+    let differs = match (recorded.canonicalize(), e.manifest.canonicalize()) {
+        (Ok(x), Ok(y)) => recorded.is_absolute() && x != y,
+        _ => false,
+    };
+    if differs {
+        return Err(Error::input(
+            Ledger::path(&e.run),
+            format!(
+                "{}: this run folder was made from {}, not from the study's manifest",
+                describe(i, e),
+                recorded.display()
+            ),
+        ));
+    }
+    Ok(ledger.ablation_after_day)
+}
+
+/// The study's baseline: sessions up to one ablation day, the same for every FOV.
+/// FOVs without an ablation (sham controls without `[ablation]`) take the others'
+/// day; FOVs that disagree are refused.
+fn study_after_day(study: &Study, days: &[Option<i32>], notes: &mut Vec<String>) -> Result<i32> {
+    let known: BTreeSet<i32> = days.iter().flatten().copied().collect();
+    let day = match known.len() {
+        1 => *known.iter().next().expect("one element"),
+        0 => {
+            return Err(Error::input(
+                &study.path,
+                "no experiment of the study has an ablation day ([ablation] after_day): \
+                 a study compares the days after it with the days before",
+            ))
+        }
+        _ => {
+            let first = days.iter().position(|d| *d == known.iter().next().copied());
+            let other = days.iter().position(|d| *d == known.iter().last().copied());
+            return Err(Error::input(
+                &study.path,
+                format!(
+                    "the experiments disagree on the ablation day: {} has {}, {} has {}; one \
+                     study needs one baseline",
+                    describe(first.unwrap_or(0), &study.experiments[first.unwrap_or(0)]),
+                    known.iter().next().expect("two elements"),
+                    describe(other.unwrap_or(0), &study.experiments[other.unwrap_or(0)]),
+                    known.iter().last().expect("two elements"),
+                ),
+            ));
+        }
+    };
+    let without: Vec<String> = days
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_none())
+        .map(|(i, _)| format!("{}", i + 1))
+        .collect();
+    if !without.is_empty() {
+        notes.push(format!(
+            "experiments {} have no ablation; their baseline is the study's (days up to {day})",
+            without.join(", ")
+        ));
+    }
+    Ok(day)
 }
 
 /// Mean of the finite values; NaN without any.
@@ -180,22 +257,84 @@ fn stimuli(i: usize, e: &StudyExperiment) -> Result<BTreeSet<String>> {
 }
 
 /// Read one FOV's measures.
-fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
-    let after = after_day(e)?;
-    let is_baseline = |d: i32| after.is_none_or(|a| d <= a);
+/// Per measure, the experiments (indices) whose baseline was zero or negative.
+type Unnormalisable = BTreeMap<String, BTreeSet<usize>>;
+
+/// `value / base`, or NaN when the baseline is zero or negative (a ratio to it
+/// means nothing; recorded in `skipped` for one note per measure). A NaN baseline
+/// (no value on any baseline day) gives NaN silently.
+fn ratio(value: f64, base: f64, what: &str, i: usize, skipped: &mut Unnormalisable) -> f64 {
+    if base > 0.0 {
+        value / base
+    } else {
+        if !base.is_nan() {
+            skipped.entry(what.to_string()).or_default().insert(i);
+        }
+        f64::NAN
+    }
+}
+
+/// One note per measure that some FOVs could not normalise.
+fn unnormalisable_notes(skipped: &Unnormalisable, n: usize) -> Vec<String> {
+    skipped
+        .iter()
+        .map(|(what, fovs)| {
+            let list: Vec<String> = fovs.iter().map(|i| (i + 1).to_string()).collect();
+            format!(
+                "{what}: the baseline is zero or negative in {} of {n} experiments ({}); \
+                 their normalised values are left out",
+                fovs.len(),
+                list.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// Refuse two sessions on one day: the study's rows are per day.
+fn check_one_session_per_day(
+    i: usize,
+    e: &StudyExperiment,
+    path: &Path,
+    days: &[i32],
+) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for d in days {
+        if !seen.insert(*d) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{}: two sessions on day {d}; the study step needs one session per day",
+                    describe(i, e)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_fov(
+    i: usize,
+    e: &StudyExperiment,
+    own_after: Option<i32>,
+    after: i32,
+    skipped: &mut Unnormalisable,
+) -> Result<Fov> {
+    let is_baseline = |d: i32| d <= after;
     let mut days: BTreeMap<i32, Measures> = BTreeMap::new();
+    // The run's raw map values, normalised here to the study's baseline (the run
+    // normalises a FOV without an ablation to all its sessions).
     let (mp, m) = run_table(i, e, "map_summary")?;
-    for (r, &d) in m.i32s(&mp, "day")?.iter().enumerate() {
-        let row = days.entry(d).or_insert([f64::NAN; N_MEASURES]);
-        for (k, c) in [
-            "diagonal_norm",
-            "off_diagonal_norm",
-            "trial_avg_off_diagonal_norm",
-        ]
+    let md = m.i32s(&mp, "day")?;
+    check_one_session_per_day(i, e, &mp, md)?;
+    for (k, c) in ["diagonal", "off_diagonal", "trial_avg_off_diagonal"]
         .iter()
         .enumerate()
-        {
-            row[k] = m.f64s(&mp, c)?[r];
+    {
+        let v = m.f64s(&mp, c)?;
+        let base = mean((0..md.len()).filter(|&r| is_baseline(md[r])).map(|r| v[r]));
+        for r in 0..md.len() {
+            let row = days.entry(md[r]).or_insert([f64::NAN; N_MEASURES]);
+            row[k] = ratio(v[r], base, &format!("map {c}"), i, skipped);
         }
     }
     // Per day over spared cells: reliability, fraction responsive, best response of
@@ -248,10 +387,10 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
         let row = days.entry(*d).or_insert([f64::NAN; N_MEASURES]);
         let o = MAP_MEASURES.len();
         for k in 0..4 {
-            row[o + k] = v[k] / base[k];
+            row[o + k] = ratio(v[k], base[k], NEURON_MEASURES[k], i, skipped);
         }
         row[o + 4] = v[4] - base[4];
-        row[o + 8] = v[5] / base[5];
+        row[o + 8] = ratio(v[5], base[5], "ei_ratio", i, skipped);
     }
     let (cp, c) = run_table(i, e, "correlation_summary")?;
     let (cd, set, change) = (
@@ -272,7 +411,7 @@ fn read_fov(i: usize, e: &StudyExperiment) -> Result<Fov> {
     Ok(Fov {
         cohort: e.cohort,
         mouse: e.mouse.clone(),
-        after_day: after,
+        after_day: Some(own_after.unwrap_or(after)),
         days,
     })
 }
@@ -587,15 +726,24 @@ pub fn run_study(
         return Err(Error::usage("--permutations must be at least 1"));
     }
     check_stimuli(study)?;
+    let mut notes = Vec::new();
+    let own: Vec<Option<i32>> = study
+        .experiments
+        .iter()
+        .enumerate()
+        .map(|(i, e)| after_day(i, e))
+        .collect::<Result<_>>()?;
+    let after = study_after_day(study, &own, &mut notes)?;
     progress.start("study", study.experiments.len() as u64);
     let mut fovs = Vec::with_capacity(study.experiments.len());
+    let mut skipped = Unnormalisable::new();
     for (i, e) in study.experiments.iter().enumerate() {
-        fovs.push(read_fov(i, e)?);
+        fovs.push(read_fov(i, e, own[i], after, &mut skipped)?);
         progress.advance(1);
     }
     progress.finish();
+    notes.extend(unnormalisable_notes(&skipped, study.experiments.len()));
     let mice = average_mice(&fovs);
-    let mut notes = Vec::new();
     let mut stats = statistics(&mice, opts, &mut notes);
     stats.sort_by(|a, b| {
         (a.cohort, a.measure, a.test, a.day).cmp(&(b.cohort, b.measure, b.test, b.day))
