@@ -473,7 +473,10 @@ fn study_cmd(
         .map(|r| {
             format!(
                 "{} {} day {} (p_fdr {:.3})",
-                r.cohort, r.test, r.day, r.p_fdr
+                r.cohort,
+                r.test,
+                r.day.map_or("all".to_string(), |d| d.to_string()),
+                r.p_fdr
             )
         })
         .collect();

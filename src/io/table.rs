@@ -34,6 +34,7 @@ pub enum Column {
     F64(Vec<f64>),
     Str(Vec<String>),
     OptU32(Vec<Option<u32>>),
+    OptI32(Vec<Option<i32>>),
     OptF32(Vec<Option<f32>>),
     OptBool(Vec<Option<bool>>),
     ListU32(Vec<Vec<u32>>),
@@ -54,6 +55,7 @@ impl Column {
             Column::F64(v) => v.len(),
             Column::Str(v) => v.len(),
             Column::OptU32(v) => v.len(),
+            Column::OptI32(v) => v.len(),
             Column::OptF32(v) => v.len(),
             Column::OptBool(v) => v.len(),
             Column::ListU32(v) => v.len(),
@@ -72,7 +74,7 @@ impl Column {
             Column::U16(_) => DataType::UInt16,
             Column::U32(_) | Column::OptU32(_) => DataType::UInt32,
             Column::U64(_) => DataType::UInt64,
-            Column::I32(_) => DataType::Int32,
+            Column::I32(_) | Column::OptI32(_) => DataType::Int32,
             Column::I64(_) => DataType::Int64,
             Column::F32(_) | Column::OptF32(_) => DataType::Float32,
             Column::F64(_) => DataType::Float64,
@@ -85,7 +87,7 @@ impl Column {
     fn nullable(&self) -> bool {
         matches!(
             self,
-            Column::OptU32(_) | Column::OptF32(_) | Column::OptBool(_)
+            Column::OptU32(_) | Column::OptI32(_) | Column::OptF32(_) | Column::OptBool(_)
         )
     }
 
@@ -101,6 +103,7 @@ impl Column {
             Column::F64(v) => Arc::new(Float64Array::from(v.clone())),
             Column::Str(v) => Arc::new(StringArray::from_iter_values(v.iter())),
             Column::OptU32(v) => Arc::new(UInt32Array::from(v.clone())),
+            Column::OptI32(v) => Arc::new(Int32Array::from(v.clone())),
             Column::OptF32(v) => Arc::new(Float32Array::from(v.clone())),
             Column::OptBool(v) => Arc::new(BooleanArray::from(v.clone())),
             Column::ListU32(v) => {
@@ -306,6 +309,19 @@ impl Table {
                 _ => None,
             },
             "nullable uint32",
+        )
+    }
+
+    /// Column `name` as nullable i32 values.
+    pub fn opt_i32s(&self, path: &Path, name: &str) -> Result<&[Option<i32>]> {
+        self.typed(
+            path,
+            name,
+            |c| match c {
+                Column::OptI32(v) => Some(v.as_slice()),
+                _ => None,
+            },
+            "nullable int32",
         )
     }
 
@@ -521,6 +537,7 @@ fn empty_column(path: &Path, field: &Field) -> Result<Column> {
         DataType::UInt32 if field.is_nullable() => Column::OptU32(vec![]),
         DataType::UInt32 => Column::U32(vec![]),
         DataType::UInt64 => Column::U64(vec![]),
+        DataType::Int32 if field.is_nullable() => Column::OptI32(vec![]),
         DataType::Int32 => Column::I32(vec![]),
         DataType::Int64 => Column::I64(vec![]),
         DataType::Float32 if field.is_nullable() => Column::OptF32(vec![]),
@@ -554,6 +571,7 @@ fn append_arrow(path: &Path, col: &mut Column, a: &dyn Array) -> Result<()> {
     };
     match col {
         Column::OptU32(v) => v.extend(downcast::<UInt32Array>(path, a)?.iter()),
+        Column::OptI32(v) => v.extend(downcast::<Int32Array>(path, a)?.iter()),
         Column::OptF32(v) => v.extend(downcast::<Float32Array>(path, a)?.iter()),
         Column::OptBool(v) => v.extend(downcast::<BooleanArray>(path, a)?.iter()),
         Column::ListU32(v) => {
@@ -642,6 +660,7 @@ mod tests {
             .with("ok", Column::Bool(vec![true, false]))
             .with("n", Column::U64(vec![5, 6]))
             .with("maybe", Column::OptU32(vec![Some(3), None]))
+            .with("maybe_i", Column::OptI32(vec![None, Some(-2)]))
             .with("maybe_f", Column::OptF32(vec![None, Some(0.5)]))
             .with("maybe_b", Column::OptBool(vec![Some(false), None]))
             .with("pixels", Column::ListU32(vec![vec![1, 2, 3], vec![]]))

@@ -52,7 +52,7 @@ pub fn write_study_report(study_out: &Path) -> Result<PathBuf> {
     let (sc, sm, sd, st, sq) = (
         s.strs(&sp, "cohort")?,
         s.strs(&sp, "measure")?,
-        s.i32s(&sp, "day")?,
+        s.opt_i32s(&sp, "day")?,
         s.strs(&sp, "test")?,
         s.f64s(&sp, "p_fdr")?,
     );
@@ -123,7 +123,10 @@ pub fn write_study_report(study_out: &Path) -> Result<PathBuf> {
                     .map(|&d| {
                         (0..sc.len())
                             .find(|&r| {
-                                sc[r] == *c && sm[r] == *measure && sd[r] == d && st[r] == test
+                                sc[r] == *c
+                                    && sm[r] == *measure
+                                    && sd[r] == Some(d)
+                                    && st[r] == test
                             })
                             .map_or(String::new(), |r| format!("{:.3}{}", sq[r], stars(sq[r])))
                     })

@@ -102,8 +102,8 @@ pub struct StudySummary {
 pub struct StatRow {
     pub cohort: Cohort,
     pub measure: &'static str,
-    /// The post-ablation day; 0 for a test across all days.
-    pub day: i32,
+    /// The post-ablation day; None for a test across all days.
+    pub day: Option<i32>,
     pub test: &'static str,
     pub statistic: f64,
     pub p_value: f64,
@@ -592,7 +592,7 @@ fn statistics(mice: &[Mouse], opts: &StudyOptions, notes: &mut Vec<String>) -> V
                 rows.push(StatRow {
                     cohort: c,
                     measure: measure_name(k),
-                    day: d,
+                    day: Some(d),
                     test: "t_vs_baseline",
                     statistic: t,
                     p_value: p,
@@ -609,7 +609,7 @@ fn statistics(mice: &[Mouse], opts: &StudyOptions, notes: &mut Vec<String>) -> V
             rows.push(StatRow {
                 cohort: c,
                 measure: measure_name(k),
-                day: 0,
+                day: None,
                 test: "anova_days",
                 statistic: f,
                 p_value: p,
@@ -642,7 +642,7 @@ fn statistics(mice: &[Mouse], opts: &StudyOptions, notes: &mut Vec<String>) -> V
                     rows.push(StatRow {
                         cohort: c,
                         measure: measure_name(k),
-                        day: d,
+                        day: Some(d),
                         test: "permutation_vs_control",
                         statistic: s,
                         p_value: p,
@@ -694,7 +694,7 @@ fn stats_table(rows: &[StatRow]) -> Table {
             "measure",
             Column::Str(rows.iter().map(|r| r.measure.to_string()).collect()),
         )
-        .with("day", Column::I32(rows.iter().map(|r| r.day).collect()))
+        .with("day", Column::OptI32(rows.iter().map(|r| r.day).collect()))
         .with(
             "test",
             Column::Str(rows.iter().map(|r| r.test.to_string()).collect()),
