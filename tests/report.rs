@@ -88,14 +88,17 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     // upstream.
     let params = dir.path().join("params.toml");
     std::fs::write(&params, "[analysis]\nfdr_q = 0.2\n").unwrap();
-    let changed = cortexmap(&[
-        "run",
-        manifest,
-        "--out",
-        run_s,
-        "--params",
-        params.to_str().unwrap(),
-    ]);
+    let run_with_params = || {
+        cortexmap(&[
+            "run",
+            manifest,
+            "--out",
+            run_s,
+            "--params",
+            params.to_str().unwrap(),
+        ])
+    };
+    let changed = run_with_params();
     assert!(
         stdout(&changed).contains("skipped: ingest+motion, detect+extract, track\n"),
         "{}",
@@ -112,14 +115,7 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     // analysis parameter still reruns analyze alone.
     std::fs::remove_dir_all(run.join("frames")).unwrap();
     std::fs::write(&params, "[analysis]\nfdr_q = 0.2\nshuffles = 500\n").unwrap();
-    let lean = cortexmap(&[
-        "run",
-        manifest,
-        "--out",
-        run_s,
-        "--params",
-        params.to_str().unwrap(),
-    ]);
+    let lean = run_with_params();
     assert!(
         stdout(&lean).contains("skipped: ingest+motion, detect+extract, track\n"),
         "{}",
@@ -130,14 +126,7 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     // A lost output (as after a killed run) reruns its part and everything after;
     // detection needs the frames again, so that is from ingest.
     std::fs::remove_file(run.join("traces.parquet")).unwrap();
-    let resumed = cortexmap(&[
-        "run",
-        manifest,
-        "--out",
-        run_s,
-        "--params",
-        params.to_str().unwrap(),
-    ]);
+    let resumed = run_with_params();
     let out = stdout(&resumed);
     assert!(!out.contains("skipped"), "{out}");
     assert!(out.contains("tracked cells"), "track did not rerun: {out}");
@@ -159,14 +148,7 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     ]);
     assert!(stdout(&forced).contains("skipped: ingest+motion, detect+extract, track\n"));
     // The forced part chained its key on the recorded one: a plain rerun agrees.
-    let settled = cortexmap(&[
-        "run",
-        manifest,
-        "--out",
-        run_s,
-        "--params",
-        params.to_str().unwrap(),
-    ]);
+    let settled = run_with_params();
     assert!(
         stdout(&settled).contains("skipped: ingest+motion, detect+extract, track, analyze"),
         "{}",

@@ -7,6 +7,7 @@
 //! trial-averaged variant, their diagonal and off-diagonal means, and the
 //! similarity of two maps. Follows Noda et al. 2025 as SCIENCE.md reads it.
 
+use crate::io::table::{Column, Table};
 use ndarray::{Array2, ArrayView1};
 
 /// Centre and scale a vector to unit norm; None when it has no variance.
@@ -128,6 +129,94 @@ pub fn map_similarity(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
         }
     }
     pearson(&x, &y).unwrap_or(f64::NAN)
+}
+
+/// One session's maps, as the map tables (`rsm`, `map_summary`,
+/// `map_similarity`) take them; the run and the simulator's truth share the tables.
+pub struct SessionMapRow<'a> {
+    pub session: &'a str,
+    pub day: i32,
+    pub single: &'a Array2<f64>,
+    pub averaged: &'a Array2<f64>,
+    /// The session is before the ablation (the normalisation's baseline).
+    pub baseline: bool,
+}
+
+/// `values` divided by their mean over the baseline rows with a finite value;
+/// NaN throughout when there is none.
+pub fn normalise_to_baseline(values: &[f64], baseline: &[bool]) -> Vec<f64> {
+    let base: Vec<f64> = values
+        .iter()
+        .zip(baseline)
+        .filter(|(x, &b)| b && x.is_finite())
+        .map(|(x, _)| *x)
+        .collect();
+    if base.is_empty() {
+        return vec![f64::NAN; values.len()];
+    }
+    let mean = base.iter().sum::<f64>() / base.len() as f64;
+    values.iter().map(|x| x / mean).collect()
+}
+
+/// rsm.parquet: every ordered pair of stimuli per session.
+pub fn rsm_table(rows: &[SessionMapRow], labels: &[String]) -> Table {
+    let (mut session, mut a, mut b, mut sim, mut avg) = (vec![], vec![], vec![], vec![], vec![]);
+    for r in rows {
+        for (i, la) in labels.iter().enumerate() {
+            for (j, lb) in labels.iter().enumerate() {
+                session.push(r.session.to_string());
+                a.push(la.clone());
+                b.push(lb.clone());
+                sim.push(r.single[(i, j)]);
+                avg.push(r.averaged[(i, j)]);
+            }
+        }
+    }
+    Table::new()
+        .with("session", Column::Str(session))
+        .with("stimulus_a", Column::Str(a))
+        .with("stimulus_b", Column::Str(b))
+        .with("similarity", Column::F64(sim))
+        .with("similarity_trial_avg", Column::F64(avg))
+}
+
+/// map_summary.parquet: diagonal and off-diagonal means per session, raw and
+/// normalised to the baseline sessions.
+pub fn map_summary_table(rows: &[SessionMapRow], n_spared: usize) -> Table {
+    let baseline: Vec<bool> = rows.iter().map(|r| r.baseline).collect();
+    let diag: Vec<f64> = rows.iter().map(|r| diagonal_mean(r.single)).collect();
+    let off: Vec<f64> = rows.iter().map(|r| off_diagonal_mean(r.single)).collect();
+    let avg_off: Vec<f64> = rows.iter().map(|r| off_diagonal_mean(r.averaged)).collect();
+    let norm = |v: &[f64]| Column::F64(normalise_to_baseline(v, &baseline));
+    Table::new()
+        .with(
+            "session",
+            Column::Str(rows.iter().map(|r| r.session.to_string()).collect()),
+        )
+        .with("day", Column::I32(rows.iter().map(|r| r.day).collect()))
+        .with("diagonal", Column::F64(diag.clone()))
+        .with("off_diagonal", Column::F64(off.clone()))
+        .with("trial_avg_off_diagonal", Column::F64(avg_off.clone()))
+        .with("diagonal_norm", norm(&diag))
+        .with("off_diagonal_norm", norm(&off))
+        .with("trial_avg_off_diagonal_norm", norm(&avg_off))
+        .with("n_spared", Column::U32(vec![n_spared as u32; rows.len()]))
+}
+
+/// map_similarity.parquet: every ordered pair of sessions.
+pub fn map_similarity_table(rows: &[SessionMapRow]) -> Table {
+    let (mut a, mut b, mut sim) = (vec![], vec![], vec![]);
+    for x in rows {
+        for y in rows {
+            a.push(x.session.to_string());
+            b.push(y.session.to_string());
+            sim.push(map_similarity(x.averaged, y.averaged));
+        }
+    }
+    Table::new()
+        .with("session_a", Column::Str(a))
+        .with("session_b", Column::Str(b))
+        .with("similarity", Column::F64(sim))
 }
 
 #[cfg(test)]

@@ -290,12 +290,10 @@ pub fn run_analyze(
         layout.table("neurons"),
         &neurons_table(sessions, &tracked, &results, &groups, &spared),
     )?;
-    write_table(
-        layout.table("rsm"),
-        &rsm_table(sessions, &labels, &session_maps),
-    )?;
-    let pairs = write_correlations(layout, sessions, &designs, &results)?;
     let before = pre_ablation(exp, sessions);
+    let rows = map_rows(sessions, &session_maps, &before);
+    write_table(layout.table("rsm"), &maps::rsm_table(&rows, &labels))?;
+    let pairs = write_correlations(layout, sessions, &designs, &results)?;
     write_table(
         layout.table("correlation_summary"),
         &correlation_summary(
@@ -311,16 +309,25 @@ pub fn run_analyze(
         ),
     )?;
     drop(pairs);
-    let summary = map_summary_table(
-        sessions,
-        &session_maps,
-        &before,
-        spared.iter().filter(|&&x| x).count(),
-    );
-    write_table(layout.table("map_summary"), &summary.0)?;
+    let n_spared = spared.iter().filter(|&&x| x).count();
+    let baseline: Vec<bool> = rows.iter().map(|r| r.baseline).collect();
+    let norm = |f: fn(&Array2<f64>) -> f64| {
+        let v: Vec<f64> = rows.iter().map(|r| f(r.single)).collect();
+        maps::normalise_to_baseline(&v, &baseline)
+    };
+    let (diag, off) = (norm(maps::diagonal_mean), norm(maps::off_diagonal_mean));
+    let map_values: Vec<(String, f64, f64)> = rows
+        .iter()
+        .zip(diag.iter().zip(&off))
+        .map(|(r, (d, o))| (r.session.to_string(), *d, *o))
+        .collect();
+    write_table(
+        layout.table("map_summary"),
+        &maps::map_summary_table(&rows, n_spared),
+    )?;
     write_table(
         layout.table("map_similarity"),
-        &similarity_table(sessions, &session_maps),
+        &maps::map_similarity_table(&rows),
     )?;
     let silent: Vec<Option<bool>> = (0..tracked.rois.len())
         .map(|c| reference.and_then(|r| results[r][c].as_ref().map(|x| !x.responsive)))
@@ -343,9 +350,9 @@ pub fn run_analyze(
             })
             .collect(),
         reference: reference.map(|r| sessions[r].id.clone()),
-        n_spared: spared.iter().filter(|&&x| x).count(),
+        n_spared,
         n_unreliable: refused,
-        maps: summary.1,
+        maps: map_values,
         warnings,
     })
 }
@@ -839,98 +846,26 @@ struct NeuronColumns {
     spared: Vec<bool>,
 }
 
-fn rsm_table(sessions: &[SessionSummary], labels: &[String], m: &Maps) -> Table {
-    let (mut session, mut a, mut b, mut sim, mut avg) = (vec![], vec![], vec![], vec![], vec![]);
-    for (s, maps) in m.iter().enumerate() {
-        let Some((single, averaged)) = maps else {
-            continue;
-        };
-        for (i, la) in labels.iter().enumerate() {
-            for (j, lb) in labels.iter().enumerate() {
-                session.push(sessions[s].id.clone());
-                a.push(la.clone());
-                b.push(lb.clone());
-                sim.push(single[(i, j)]);
-                avg.push(averaged[(i, j)]);
-            }
-        }
-    }
-    Table::new()
-        .with("session", Column::Str(session))
-        .with("stimulus_a", Column::Str(a))
-        .with("stimulus_b", Column::Str(b))
-        .with("similarity", Column::F64(sim))
-        .with("similarity_trial_avg", Column::F64(avg))
-}
-
-/// map_summary.parquet, and per session (id, diagonal_norm, off_diagonal_norm).
-fn map_summary_table(
-    sessions: &[SessionSummary],
-    m: &Maps,
+/// The sessions with maps, as the shared map tables take them.
+fn map_rows<'a>(
+    sessions: &'a [SessionSummary],
+    m: &'a Maps,
     before: &[bool],
-    n_spared: usize,
-) -> (Table, Vec<(String, f64, f64)>) {
-    let rows: Vec<usize> = (0..sessions.len()).filter(|&s| m[s].is_some()).collect();
-    let pick = |f: &dyn Fn(&MapPair) -> f64| -> Vec<f64> {
-        rows.iter()
-            .map(|&s| f(m[s].as_ref().expect("row has maps")))
-            .collect()
-    };
-    let diag = pick(&|x| maps::diagonal_mean(&x.0));
-    let off = pick(&|x| maps::off_diagonal_mean(&x.0));
-    let avg_off = pick(&|x| maps::off_diagonal_mean(&x.1));
-    let norm = |v: &[f64]| -> Vec<f64> {
-        let base: Vec<f64> = rows
-            .iter()
-            .zip(v)
-            .filter(|(&s, x)| before[s] && x.is_finite())
-            .map(|(_, x)| *x)
-            .collect();
-        let mean = base.iter().sum::<f64>() / base.len().max(1) as f64;
-        v.iter()
-            .map(|x| if base.is_empty() { f64::NAN } else { x / mean })
-            .collect()
-    };
-    let (dn, on) = (norm(&diag), norm(&off));
-    let out = rows
+) -> Vec<maps::SessionMapRow<'a>> {
+    sessions
         .iter()
-        .enumerate()
-        .map(|(k, &s)| (sessions[s].id.clone(), dn[k], on[k]))
-        .collect();
-    let table = Table::new()
-        .with(
-            "session",
-            Column::Str(rows.iter().map(|&s| sessions[s].id.clone()).collect()),
-        )
-        .with(
-            "day",
-            Column::I32(rows.iter().map(|&s| sessions[s].day).collect()),
-        )
-        .with("diagonal", Column::F64(diag.clone()))
-        .with("off_diagonal", Column::F64(off.clone()))
-        .with("trial_avg_off_diagonal", Column::F64(avg_off.clone()))
-        .with("diagonal_norm", Column::F64(dn))
-        .with("off_diagonal_norm", Column::F64(on))
-        .with("trial_avg_off_diagonal_norm", Column::F64(norm(&avg_off)))
-        .with("n_spared", Column::U32(vec![n_spared as u32; rows.len()]));
-    (table, out)
-}
-
-fn similarity_table(sessions: &[SessionSummary], m: &Maps) -> Table {
-    let (mut a, mut b, mut sim) = (vec![], vec![], vec![]);
-    for i in 0..sessions.len() {
-        for j in 0..sessions.len() {
-            if let (Some(x), Some(y)) = (&m[i], &m[j]) {
-                a.push(sessions[i].id.clone());
-                b.push(sessions[j].id.clone());
-                sim.push(maps::map_similarity(&x.1, &y.1));
-            }
-        }
-    }
-    Table::new()
-        .with("session_a", Column::Str(a))
-        .with("session_b", Column::Str(b))
-        .with("similarity", Column::F64(sim))
+        .zip(m)
+        .zip(before)
+        .filter_map(|((s, pair), &b)| {
+            pair.as_ref().map(|(single, averaged)| maps::SessionMapRow {
+                session: &s.id,
+                day: s.day,
+                single,
+                averaged,
+                baseline: b,
+            })
+        })
+        .collect()
 }
 
 /// cells.parquet with `initially_silent` set per cell.

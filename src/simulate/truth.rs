@@ -187,12 +187,16 @@ impl TruthWriter {
         )?;
         write_table(dir.join("trials.parquet"), &trials_table(sessions, stimuli))?;
         let maps = SessionMaps::compute(sessions, &flags, stimuli.len());
-        write_table(dir.join("rsm.parquet"), &maps.rsm_table(sessions, stimuli))?;
-        let summary = maps.summary_table(cfg, sessions);
-        write_table(dir.join("map_summary.parquet"), &summary)?;
+        let rows = maps.rows(cfg, sessions);
+        let labels: Vec<String> = stimuli.iter().map(|x| x.label.clone()).collect();
+        write_table(dir.join("rsm.parquet"), &maps::rsm_table(&rows, &labels))?;
+        write_table(
+            dir.join("map_summary.parquet"),
+            &maps::map_summary_table(&rows, maps.n_spared),
+        )?;
         write_table(
             dir.join("map_similarity.parquet"),
-            &maps.similarity_table(sessions),
+            &maps::map_similarity_table(&rows),
         )?;
         let toml = format!(
             "# cortexmap {} simulation; rerun with the same seed and these values\nseed = {}\n{}",
@@ -694,80 +698,23 @@ impl SessionMaps {
         }
     }
 
-    fn rsm_table(&self, s: &[SessionRecord], stimuli: &[Stimulus]) -> Table {
-        let (mut session, mut a, mut b, mut sim, mut avg) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for (k, rec) in s.iter().enumerate() {
-            for i in 0..stimuli.len() {
-                for j in 0..stimuli.len() {
-                    session.push(rec.id.clone());
-                    a.push(stimuli[i].label.clone());
-                    b.push(stimuli[j].label.clone());
-                    sim.push(self.single[k][[i, j]]);
-                    avg.push(self.averaged[k][[i, j]]);
-                }
-            }
-        }
-        Table::new()
-            .with("session", Column::Str(session))
-            .with("stimulus_a", Column::Str(a))
-            .with("stimulus_b", Column::Str(b))
-            .with("similarity", Column::F64(sim))
-            .with("similarity_trial_avg", Column::F64(avg))
-    }
-
-    fn baseline_mean(cfg: &SimConfig, s: &[SessionRecord], values: &[f64]) -> f64 {
-        let pre: Vec<f64> = s
-            .iter()
-            .zip(values)
-            .filter(|(r, _)| r.day <= cfg.ablation_after_day)
-            .map(|(_, v)| *v)
-            .collect();
-        if pre.is_empty() {
-            f64::NAN
-        } else {
-            pre.iter().sum::<f64>() / pre.len() as f64
-        }
+    /// The sessions' maps as the shared map tables take them.
+    fn rows<'a>(&'a self, cfg: &SimConfig, s: &'a [SessionRecord]) -> Vec<maps::SessionMapRow<'a>> {
+        s.iter()
+            .enumerate()
+            .map(|(k, r)| maps::SessionMapRow {
+                session: &r.id,
+                day: r.day,
+                single: &self.single[k],
+                averaged: &self.averaged[k],
+                baseline: r.day <= cfg.ablation_after_day,
+            })
+            .collect()
     }
 
     fn diagonal_norm(&self, cfg: &SimConfig, s: &[SessionRecord]) -> Vec<f64> {
         let diag: Vec<f64> = self.single.iter().map(maps::diagonal_mean).collect();
-        let base = Self::baseline_mean(cfg, s, &diag);
-        diag.iter().map(|d| d / base).collect()
-    }
-
-    fn summary_table(&self, cfg: &SimConfig, s: &[SessionRecord]) -> Table {
-        let diag: Vec<f64> = self.single.iter().map(maps::diagonal_mean).collect();
-        let off: Vec<f64> = self.single.iter().map(maps::off_diagonal_mean).collect();
-        let avg_off: Vec<f64> = self.averaged.iter().map(maps::off_diagonal_mean).collect();
-        let norm = |v: &[f64]| -> Vec<f64> {
-            let b = Self::baseline_mean(cfg, s, v);
-            v.iter().map(|x| x / b).collect()
-        };
-        Table::new()
-            .with("session", str_col(s.iter().map(|r| r.id.clone())))
-            .with("day", Column::I32(s.iter().map(|r| r.day).collect()))
-            .with("diagonal", Column::F64(diag.clone()))
-            .with("off_diagonal", Column::F64(off.clone()))
-            .with("trial_avg_off_diagonal", Column::F64(avg_off.clone()))
-            .with("diagonal_norm", Column::F64(norm(&diag)))
-            .with("off_diagonal_norm", Column::F64(norm(&off)))
-            .with("trial_avg_off_diagonal_norm", Column::F64(norm(&avg_off)))
-            .with("n_spared", Column::U32(vec![self.n_spared as u32; s.len()]))
-    }
-
-    fn similarity_table(&self, s: &[SessionRecord]) -> Table {
-        let (mut a, mut b, mut sim) = (vec![], vec![], vec![]);
-        for i in 0..s.len() {
-            for j in 0..s.len() {
-                a.push(s[i].id.clone());
-                b.push(s[j].id.clone());
-                sim.push(maps::map_similarity(&self.averaged[i], &self.averaged[j]));
-            }
-        }
-        Table::new()
-            .with("session_a", Column::Str(a))
-            .with("session_b", Column::Str(b))
-            .with("similarity", Column::F64(sim))
+        let baseline: Vec<bool> = s.iter().map(|r| r.day <= cfg.ablation_after_day).collect();
+        maps::normalise_to_baseline(&diag, &baseline)
     }
 }
