@@ -237,12 +237,8 @@ fn snakemake_workflow_runs_a_study_and_takes_one_more_experiment() {
     };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("study");
-    let preset = StudyPreset {
-        name: "tiny".into(),
-        mice_per_cohort: 2,
-        fovs_per_mouse: 1,
-        fov: common::tiny_config(),
-    };
+    // The `small` preset, as `cortexmap simulate-study --preset small` writes it.
+    let preset = StudyPreset::small();
     let s = simulate_study(&preset, 3, &root, false, &NoProgress).unwrap();
     let out = dir.path().join("out");
     let snakefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline/Snakefile");
@@ -270,7 +266,8 @@ fn snakemake_workflow_runs_a_study_and_takes_one_more_experiment() {
     assert!(first.contains("run_experiment"), "{first}");
     let rows = |p: &Path| cortexmap::io::table::read_table(p).unwrap().n_rows();
     let map = out.join("study_map.parquet");
-    assert_eq!(rows(&map), 8 * 3);
+    let days = preset.fov.days.len();
+    assert_eq!(rows(&map), 8 * days);
     for e in &load_study(&s.study_file).unwrap().experiments {
         assert!(
             e.run.join("report.html").exists(),
@@ -285,7 +282,7 @@ fn snakemake_workflow_runs_a_study_and_takes_one_more_experiment() {
     // One more FOV of a control mouse: its job, then the study step, and no other.
     let cfg = SimConfig {
         cohort: "control".into(),
-        ..common::tiny_config()
+        ..StudyPreset::small().fov
     };
     cortexmap::simulate::simulate(&cfg, 77, &root.join("extra"), false, &NoProgress).unwrap();
     let mut doc: StudyDoc =
@@ -303,5 +300,5 @@ fn snakemake_workflow_runs_a_study_and_takes_one_more_experiment() {
         "only the new experiment should run:\n{third}"
     );
     assert!(third.contains("experiment9"), "{third}");
-    assert_eq!(rows(&map), 9 * 3);
+    assert_eq!(rows(&map), 9 * days);
 }

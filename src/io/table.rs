@@ -456,6 +456,39 @@ pub fn write_table(path: impl AsRef<Path>, table: &Table) -> Result<()> {
     w.finish(table)
 }
 
+/// Write several tables that belong together: each is written in full beside its
+/// destination first, and only when all are written are they renamed into place,
+/// so a failure leaves the previous set (or none), never a mix of old and new.
+pub fn write_tables_as_set(tables: &[(&Path, &Table)]) -> Result<()> {
+    let staged: Vec<PathBuf> = tables
+        .iter()
+        .map(|(p, _)| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            p.with_file_name(format!(
+                ".{}.staged-{}",
+                name.unwrap_or_default(),
+                std::process::id()
+            ))
+        })
+        .collect();
+    let written = tables
+        .iter()
+        .zip(&staged)
+        .try_for_each(|((_, t), s)| write_table(s, t));
+    let published = written.and_then(|()| {
+        tables
+            .iter()
+            .zip(&staged)
+            .try_for_each(|((p, _), s)| std::fs::rename(s, p).map_err(|e| Error::output(p, e)))
+    });
+    if published.is_err() {
+        for s in &staged {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+    published
+}
+
 /// Read a Parquet table written by cortexmap (or any table with supported types).
 pub fn read_table(path: impl AsRef<Path>) -> Result<Table> {
     let path = path.as_ref();
@@ -649,6 +682,26 @@ fn append_arrow(path: &Path, col: &mut Column, a: &dyn Array) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_of_tables_is_published_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        let old = Table::new().with("v", Column::U32(vec![1]));
+        let new = Table::new().with("v", Column::U32(vec![2, 3]));
+        write_tables_as_set(&[(&a, &old), (&b, &old)]).unwrap();
+        // The second destination's folder is gone: nothing of the new set appears.
+        let missing = dir.path().join("gone").join("b.parquet");
+        assert!(write_tables_as_set(&[(&a, &new), (&missing, &new)]).is_err());
+        assert_eq!(read_table(&a).unwrap().n_rows(), 1);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        write_tables_as_set(&[(&a, &new), (&b, &new)]).unwrap();
+        assert_eq!(read_table(&b).unwrap().n_rows(), 2);
+    }
 
     fn sample() -> Table {
         Table::new()

@@ -19,7 +19,7 @@ use crate::analysis::stats::benjamini_hochberg;
 use crate::config::{Cohort, Study, StudyExperiment};
 use crate::error::{Error, Result};
 use crate::io::ledger::Ledger;
-use crate::io::table::{read_table, write_table, Column, Table};
+use crate::io::table::{read_table, write_table, write_tables_as_set, Column, Table};
 use crate::progress::Progress;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -754,12 +754,16 @@ pub fn run_study(
         out.join("study_neurons.parquet"),
         out.join("study_stats.parquet"),
     ];
-    write_table(&tables[0], &mouse_table(&mice, 0..MAP_MEASURES.len()))?;
-    write_table(
-        &tables[1],
-        &mouse_table(&mice, MAP_MEASURES.len()..N_MEASURES),
-    )?;
-    write_table(&tables[2], &stats_table(&stats))?;
+    let (map_t, neurons_t, stats_t) = (
+        mouse_table(&mice, 0..MAP_MEASURES.len()),
+        mouse_table(&mice, MAP_MEASURES.len()..N_MEASURES),
+        stats_table(&stats),
+    );
+    write_tables_as_set(&[
+        (&tables[0], &map_t),
+        (&tables[1], &neurons_t),
+        (&tables[2], &stats_t),
+    ])?;
     let days: BTreeSet<i32> = mice.iter().flat_map(|m| m.days.keys().copied()).collect();
     let mut map_means = Vec::new();
     let mut counts = Vec::new();
