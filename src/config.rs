@@ -1095,6 +1095,11 @@ pub struct TrackParams {
     /// A post-ablation ROI below this SNR (or found in the mean image only) counts
     /// as a cell without signal.
     pub silent_snr: f64,
+    /// Extract a tracked cell's trace in the sessions where it was not found, from
+    /// its footprint transferred there (src/track/transfer.rs).
+    pub transfer: bool,
+    /// Transfer only cells found in at least this many sessions.
+    pub transfer_min_sessions: usize,
 }
 
 impl Default for TrackParams {
@@ -1111,6 +1116,8 @@ impl Default for TrackParams {
             cells_only: true,
             target_tolerance_px: 0.0,
             silent_snr: 3.0,
+            transfer: true,
+            transfer_min_sessions: 2,
         }
     }
 }
@@ -1135,6 +1142,9 @@ impl TrackParams {
         }
         non_negative("target_tolerance_px", self.target_tolerance_px)?;
         non_negative("silent_snr", self.silent_snr)?;
+        if self.transfer_min_sessions == 0 {
+            return Err("transfer_min_sessions = 0; must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -1177,6 +1187,9 @@ pub struct AnalysisParams {
     /// A ROI enters the analysis only when its median neuropil-corrected F is at
     /// least this fraction of its median raw F (else its ΔF/F has no baseline).
     pub min_f0_fraction: f64,
+    /// A trace enters the analysis only when its ΔF/F noise is at most this many
+    /// times the median noise of the session's traces; 0 = no limit.
+    pub max_noise_ratio: f64,
 }
 
 impl Default for AnalysisParams {
@@ -1192,6 +1205,7 @@ impl Default for AnalysisParams {
             exclude_categories: true,
             high_sc_threshold: 0.5,
             min_f0_fraction: 0.1,
+            max_noise_ratio: 5.0,
         }
     }
 }
@@ -1221,6 +1235,7 @@ impl AnalysisParams {
                 self.high_sc_threshold
             ));
         }
+        non_negative("max_noise_ratio", self.max_noise_ratio)?;
         if !(self.min_f0_fraction >= 0.0 && self.min_f0_fraction < 1.0) {
             return Err(format!(
                 "min_f0_fraction = {}; must be in [0, 1)",

@@ -579,8 +579,9 @@ fn print_analysis(a: &pipeline::analyze::AnalysisSummary) {
     println!("responsive cells: {}", resp.join(", "));
     if let Some(r) = &a.reference {
         println!(
-            "groups A/B/C from session {r}; {} spared cells in the maps; {} ROIs left out \
-             (neuropil-corrected baseline under [analysis] min_f0_fraction of F)",
+            "groups A/B/C from session {r}; {} spared cells in the maps; {} traces left out \
+             (neuropil-corrected baseline under [analysis] min_f0_fraction of F, or noise over \
+             max_noise_ratio times the session's median)",
             a.n_spared, a.n_unreliable
         );
     }

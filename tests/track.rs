@@ -422,3 +422,190 @@ fn a_session_without_rois_and_targets_outside_the_fov() {
         "{err}"
     );
 }
+
+/// Pearson correlation of two equally long series (NaN when either is flat).
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (
+        a.iter().map(|&x| x as f64).sum::<f64>() / n,
+        b.iter().map(|&x| x as f64).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Traces by (session, id) from a table keyed by `id` ("cell" or "roi").
+fn traces_by(path: &Path, id: &str) -> BTreeMap<(String, u32), Vec<f32>> {
+    let t = read_table(path).unwrap();
+    let (s, c, f, d) = (
+        t.strs(path, "session").unwrap(),
+        t.u32s(path, id).unwrap(),
+        t.u32s(path, "frame").unwrap(),
+        t.f32s(path, "dff").unwrap(),
+    );
+    let mut out: BTreeMap<(String, u32), Vec<f32>> = BTreeMap::new();
+    for i in 0..s.len() {
+        let v = out.entry((s[i].clone(), c[i])).or_default();
+        assert_eq!(v.len(), f[i] as usize, "frames in order");
+        v.push(d[i]);
+    }
+    out
+}
+
+/// Cells missing a ROI in a session get their footprint transferred there: it
+/// lands on the true cell, its trace follows the true one, ablated cells are not
+/// transferred after the ablation, and the transfer needs the corrected frames.
+#[test]
+fn transferred_footprints_land_on_their_cells_and_carry_their_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let cfg = SimConfig {
+        n_cells: 50,
+        days: vec![1, 3, 5, 7],
+        ..small_tracked()
+    };
+    let s = simulate::simulate(&cfg, 5, &exp, false, &NoProgress).unwrap();
+    let out = dir.path().join("run");
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        Some(Stage::Track),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    // Run coordinates + the session's motion offset = truth coordinates.
+    let offsets: BTreeMap<String, (f32, f32)> = cortexmap::score::score(&exp, &out)
+        .unwrap()
+        .motion
+        .iter()
+        .map(|m| (m.session.clone(), (m.offset_x as f32, m.offset_y as f32)))
+        .collect();
+    let cp = out.join("cells.parquet");
+    let cells = read_table(&cp).unwrap();
+    let (cell, day, roi, moved, ablated) = (
+        cells.u32s(&cp, "cell").unwrap(),
+        cells.i32s(&cp, "day").unwrap(),
+        cells.opt_u32s(&cp, "roi").unwrap(),
+        cells.bools(&cp, "transferred").unwrap(),
+        cells.bools(&cp, "ablated").unwrap(),
+    );
+    let n_moved = moved.iter().filter(|&&m| m).count();
+    assert!(n_moved >= 3, "only {n_moved} transfers");
+    for i in 0..cell.len() {
+        if moved[i] {
+            assert!(roi[i].is_none(), "a transferred row has a ROI");
+            assert!(
+                !(ablated[i] && day[i] > 5),
+                "an ablated cell was transferred"
+            );
+        }
+    }
+
+    // A transferred footprint lands on a cell: its centroid is within the radius
+    // of a true cell of that session.
+    let rp = out.join("transferred_rois.parquet");
+    let rois = read_table(&rp).unwrap();
+    assert_eq!(rois.n_rows(), n_moved);
+    let (rs, rc, rx, ry) = (
+        rois.strs(&rp, "session").unwrap(),
+        rois.u32s(&rp, "cell").unwrap(),
+        rois.f32s(&rp, "centroid_x").unwrap(),
+        rois.f32s(&rp, "centroid_y").unwrap(),
+    );
+    let tp = exp.join("truth").join("cells.parquet");
+    let truth = read_table(&tp).unwrap();
+    let (ts, tc, tx, ty, present) = (
+        truth.strs(&tp, "session").unwrap(),
+        truth.u32s(&tp, "cell").unwrap(),
+        truth.f32s(&tp, "x").unwrap(),
+        truth.f32s(&tp, "y").unwrap(),
+        truth.bools(&tp, "present").unwrap(),
+    );
+    let radius = truth.f32s(&tp, "radius_px").unwrap();
+    let true_traces = traces_by(&exp.join("truth").join("traces.parquet"), "cell");
+    let moved_traces = traces_by(&out.join("transferred_traces.parquet"), "cell");
+    assert_eq!(moved_traces.len(), n_moved);
+    let (mut on_cell, mut rs_found) = (0, Vec::new());
+    for i in 0..rs.len() {
+        let (ox, oy) = offsets[&rs[i]];
+        let nearest = (0..ts.len())
+            .filter(|&j| ts[j] == rs[i] && present[j])
+            .map(|j| {
+                let d = ((tx[j] - rx[i] - ox).powi(2) + (ty[j] - ry[i] - oy).powi(2)).sqrt();
+                (d, tc[j], radius[j])
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((_, true_cell, _)) = nearest.filter(|n| n.0 <= n.2) else {
+            eprintln!("{} cell {}: nearest true cell {nearest:?}", rs[i], rc[i]);
+            continue;
+        };
+        on_cell += 1;
+        let got = &moved_traces[&(rs[i].clone(), rc[i])];
+        let want = &true_traces[&(rs[i].clone(), true_cell)];
+        let r = pearson(got, want);
+        if r.is_finite() {
+            rs_found.push(r);
+        }
+    }
+    eprintln!(
+        "{on_cell} of {} transferred footprints on a true cell; trace r: {rs_found:?}",
+        rs.len()
+    );
+    assert!(on_cell * 100 >= rs.len() * 85, "{on_cell} of {}", rs.len());
+    rs_found.sort_by(|a, b| a.total_cmp(b));
+    let median = rs_found[rs_found.len() / 2];
+    assert!(median >= 0.5, "median trace r {median}: {rs_found:?}");
+
+    // Without the corrected frames the transfer cannot run: a clear error; with
+    // the transfer off the track part runs without them.
+    std::fs::remove_dir_all(out.join("frames")).unwrap();
+    let err = run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        Some(Stage::Track),
+        Some(Stage::Track),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("transfer = false"), "{err}");
+    let off = Params {
+        track: TrackParams {
+            transfer: false,
+            ..TrackParams::default()
+        },
+        ..Params::default()
+    };
+    run(
+        &s.manifest,
+        &out,
+        &off,
+        Some(Stage::Track),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    let cells = read_table(&cp).unwrap();
+    assert!(cells.bools(&cp, "transferred").unwrap().iter().all(|&m| !m));
+    assert_eq!(read_table(&rp).unwrap().n_rows(), 0);
+    // Turning it back on with the frames gone restarts from ingest.
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        Some(Stage::Track),
+        None,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(read_table(&rp).unwrap().n_rows(), n_moved);
+}

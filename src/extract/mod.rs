@@ -53,13 +53,19 @@ pub struct RoiInput<'a> {
     pub centroid: (f64, f64),
 }
 
-/// Footprint masks: shared pixels dropped (unless that would empty the ROI), weights
-/// normalised to sum 1.
-fn cell_masks(rois: &[RoiInput], npix: usize) -> Vec<Mask> {
+/// Footprint masks: pixels shared with another ROI or a neighbour dropped (unless
+/// that would empty the ROI), weights normalised to sum 1.
+fn cell_masks(rois: &[RoiInput], neighbours: &[&[u32]], npix: usize) -> Vec<Mask> {
     let mut owners = vec![0u16; npix];
-    for r in rois {
-        for &p in r.pixels {
-            owners[p as usize] = owners[p as usize].saturating_add(1);
+    let all = rois
+        .iter()
+        .map(|r| r.pixels)
+        .chain(neighbours.iter().copied());
+    for pixels in all {
+        for &p in pixels {
+            if let Some(o) = owners.get_mut(p as usize) {
+                *o = o.saturating_add(1);
+            }
         }
     }
     rois.iter()
@@ -124,11 +130,15 @@ fn batch_traces(masks: &[Mask], frames: &[f32], frame_len: usize) -> Vec<Vec<f32
 }
 
 /// Extract F, Fneu, ΔF/F and (optionally) deconvolved activity for `rois`.
+/// `neighbours` are the pixels of other ROIs of the session whose traces are not
+/// wanted: their pixels are left out of the footprints and the neuropil annuli as
+/// the ROIs' own are.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_session(
     session: &str,
     store: &FrameStore,
     rois: &[RoiInput],
+    neighbours: &[&[u32]],
     fs: f64,
     valid: Rect,
     params: &ExtractParams,
@@ -139,8 +149,12 @@ pub fn extract_session(
     if rois.is_empty() {
         return Ok(SessionTraces::default());
     }
-    let cells = cell_masks(rois, w * h);
-    let all: Vec<&[u32]> = rois.iter().map(|r| r.pixels).collect();
+    let cells = cell_masks(rois, neighbours, w * h);
+    let all: Vec<&[u32]> = rois
+        .iter()
+        .map(|r| r.pixels)
+        .chain(neighbours.iter().copied())
+        .collect();
     let forbidden = neuropil::forbidden_mask(&all, w, h, params.neuropil_gap_px);
     let rings: Vec<Mask> = rois
         .par_iter()
@@ -271,12 +285,17 @@ mod tests {
                 centroid: (2.5, 0.0),
             },
         ];
-        let m = cell_masks(&rois, 4);
+        let m = cell_masks(&rois, &[], 4);
         assert_eq!(m[0].pixels, vec![0, 1]);
         assert_eq!(m[1].pixels, vec![3]);
         for mask in &m {
             assert!((mask.weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }
+        // A neighbour takes pixel 1 from the first ROI.
+        let neighbour = [1u32];
+        let m = cell_masks(&rois, &[&neighbour], 4);
+        assert_eq!(m[0].pixels, vec![0]);
+        assert_eq!(m[1].pixels, vec![3]);
     }
 
     #[test]

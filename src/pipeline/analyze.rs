@@ -26,8 +26,8 @@ pub struct AnalysisSummary {
     pub reference: Option<String>,
     /// Spared cells in the maps.
     pub n_spared: usize,
-    /// ROIs left out because their neuropil-corrected baseline is not positive
-    /// enough for a meaningful ΔF/F.
+    /// Traces left out because their neuropil-corrected baseline is not positive
+    /// enough for a meaningful ΔF/F, or their noise is far above the session's.
     pub n_unreliable: usize,
     /// Per session: (id, diagonal_norm, off_diagonal_norm).
     pub maps: Vec<(String, f64, f64)>,
@@ -35,9 +35,11 @@ pub struct AnalysisSummary {
     pub warnings: Vec<String>,
 }
 
-/// The tracked cells: per cell, per session index, the ROI.
+/// The tracked cells: per cell, per session index, the ROI, and whether a
+/// transferred footprint stands in for a missing one.
 struct Tracked {
     rois: Vec<Vec<Option<u32>>>,
+    transferred: Vec<Vec<bool>>,
     targeted: Vec<bool>,
 }
 
@@ -56,26 +58,49 @@ fn read_tracked(layout: &RunLayout, sessions: &[SessionSummary]) -> Result<(Tabl
         t.opt_u32s(&path, "roi")?,
         t.bools(&path, "targeted")?,
     );
+    // Runs of cortexmap before footprint transfer have no such column.
+    let transferred = t.bools(&path, "transferred").ok();
     let n = cell.iter().map(|&c| c as usize + 1).max().unwrap_or(0);
     let mut tracked = Tracked {
         rois: vec![vec![None; sessions.len()]; n],
+        transferred: vec![vec![false; sessions.len()]; n],
         targeted: vec![false; n],
     };
     for i in 0..cell.len() {
         let c = cell[i] as usize;
         if let Some(s) = sessions.iter().position(|x| x.id == sess[i]) {
             tracked.rois[c][s] = roi[i];
+            tracked.transferred[c][s] = roi[i].is_none() && transferred.is_some_and(|t| t[i]);
         }
         tracked.targeted[c] |= targeted[i];
     }
     Ok((t, tracked))
 }
 
-/// ΔF/F by (session index, ROI).
-type Traces = HashMap<(usize, u32), Vec<f32>>;
+/// Where a cell's trace in a session comes from: its ROI there (traces.parquet)
+/// or its transferred footprint (transferred_traces.parquet, by cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TraceKey {
+    Roi(u32),
+    Cell(u32),
+}
 
-/// ΔF/F of the ROIs the tracked cells use, streamed from traces.parquet, keeping
-/// only ROIs whose ΔF/F has a meaningful baseline: the median neuropil-corrected
+impl Tracked {
+    fn key(&self, cell: usize, session: usize) -> Option<TraceKey> {
+        match self.rois[cell][session] {
+            Some(roi) => Some(TraceKey::Roi(roi)),
+            None if self.transferred[cell][session] => Some(TraceKey::Cell(cell as u32)),
+            None => None,
+        }
+    }
+}
+
+/// ΔF/F by (session index, trace key).
+type Traces = HashMap<(usize, TraceKey), Vec<f32>>;
+
+/// ΔF/F of the traces the tracked cells use, streamed from traces.parquet (and
+/// transferred_traces.parquet), keeping only those whose ΔF/F has a meaningful
+/// baseline: the median neuropil-corrected
 /// F (F − α·Fneu) must be at least `min_f0_fraction` of the median raw F. Where
 /// the neuropil outshines the ROI, F0 sits at the floor and ΔF/F is noise blown up
 /// by orders of magnitude; one such cell would dominate every population
@@ -83,33 +108,114 @@ type Traces = HashMap<(usize, u32), Vec<f32>>;
 fn read_dff(
     layout: &RunLayout,
     sessions: &[SessionSummary],
-    wanted: &[std::collections::HashSet<u32>],
+    wanted: &[std::collections::HashSet<TraceKey>],
     alpha: f64,
     min_f0_fraction: f64,
+    max_noise_ratio: f64,
 ) -> Result<(Traces, usize)> {
-    let path = layout.table("traces");
+    let mut pending = HashMap::new();
+    read_trace_table(layout, sessions, wanted, "traces", alpha, &mut pending)?;
+    if wanted
+        .iter()
+        .any(|w| w.iter().any(|k| matches!(k, TraceKey::Cell(_))))
+    {
+        read_trace_table(
+            layout,
+            sessions,
+            wanted,
+            "transferred_traces",
+            alpha,
+            &mut pending,
+        )?;
+    }
+    let median = |mut v: Vec<f32>| -> f64 {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let m = v.len() / 2;
+        *v.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1 as f64
+    };
+    let mut refused = 0;
+    let mut kept = HashMap::new();
+    for (key, (dff, f, fc)) in pending {
+        let (mf, mc) = (median(f), median(fc));
+        if mc >= min_f0_fraction * mf && mc > 0.0 {
+            kept.insert(key, dff);
+        } else {
+            refused += 1;
+        }
+    }
+    if max_noise_ratio > 0.0 {
+        refused += drop_noisy(&mut kept, sessions.len(), max_noise_ratio);
+    }
+    Ok((kept, refused))
+}
+
+/// Drop the traces whose ΔF/F noise exceeds `ratio` times the median noise of
+/// their session's traces; returns how many. Pearson correlations across cells
+/// weigh each cell by its variance, so one trace with an F0 near zero (a dim
+/// cell, or a footprint transferred onto a dim spot) would dominate a session's
+/// map.
+fn drop_noisy(traces: &mut Traces, n_sessions: usize, ratio: f64) -> usize {
+    let noise: HashMap<(usize, TraceKey), f64> = traces
+        .par_iter()
+        .map(|(k, v)| (*k, crate::extract::oasis::noise_sd(v) as f64))
+        .collect();
+    let mut limit = vec![f64::INFINITY; n_sessions];
+    for (s, l) in limit.iter_mut().enumerate() {
+        let mut v: Vec<f64> = noise
+            .iter()
+            .filter(|(k, n)| k.0 == s && n.is_finite())
+            .map(|(_, &n)| n)
+            .collect();
+        if !v.is_empty() {
+            let m = v.len() / 2;
+            *l = ratio * *v.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1;
+        }
+    }
+    let before = traces.len();
+    traces.retain(|k, _| noise[k].is_finite() && noise[k] <= limit[k.0]);
+    before - traces.len()
+}
+
+/// Per trace: ΔF/F by frame, raw F and corrected F (for the baseline check).
+type Pending = HashMap<(usize, TraceKey), (Vec<f32>, Vec<f32>, Vec<f32>)>;
+
+/// Stream the wanted traces of table `name` (keyed by `roi` in traces.parquet,
+/// by `cell` in transferred_traces.parquet) into `out`.
+fn read_trace_table(
+    layout: &RunLayout,
+    sessions: &[SessionSummary],
+    wanted: &[std::collections::HashSet<TraceKey>],
+    name: &str,
+    alpha: f64,
+    out: &mut Pending,
+) -> Result<()> {
+    let path = layout.table(name);
     if !path.exists() {
         return Err(Error::input(
             &path,
-            "the analyze stage needs traces.parquet from the extract stage",
+            format!(
+                "the analyze stage needs {name}.parquet from the {} stage",
+                if name == "traces" { "extract" } else { "track" }
+            ),
         ));
     }
+    let by_cell = name != "traces";
     let index: HashMap<&str, usize> = sessions
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    // Per ROI: ΔF/F by frame, and the raw and corrected F for the baseline check.
-    // ΔF/F by frame, raw F and corrected F (for the baseline check).
-    type Pending = (Vec<f32>, Vec<f32>, Vec<f32>);
-    let mut out: HashMap<(usize, u32), Pending> = HashMap::new();
+    let id_column = if by_cell { "cell" } else { "roi" };
     for_each_batch(
         &path,
-        &["session", "roi", "frame", "f", "fneu", "dff"],
+        &["session", id_column, "frame", "f", "fneu", "dff"],
         |t| {
             let (s, r, fr) = (
                 t.strs(&path, "session")?,
-                t.u32s(&path, "roi")?,
+                t.u32s(&path, id_column)?,
                 t.u32s(&path, "frame")?,
             );
             let (f, fneu, d) = (
@@ -121,12 +227,17 @@ fn read_dff(
                 let Some(&k) = index.get(s[i].as_str()) else {
                     continue;
                 };
-                if !wanted[k].contains(&r[i]) {
+                let key = if by_cell {
+                    TraceKey::Cell(r[i])
+                } else {
+                    TraceKey::Roi(r[i])
+                };
+                if !wanted[k].contains(&key) {
                     continue;
                 }
                 let n = sessions[k].n_frames;
                 let e = out
-                    .entry((k, r[i]))
+                    .entry((k, key))
                     .or_insert_with(|| (vec![f32::NAN; n], Vec::new(), Vec::new()));
                 if let Some(v) = e.0.get_mut(fr[i] as usize) {
                     *v = d[i];
@@ -136,26 +247,7 @@ fn read_dff(
             }
             Ok(())
         },
-    )?;
-    let median = |mut v: Vec<f32>| -> f64 {
-        v.retain(|x| x.is_finite());
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let m = v.len() / 2;
-        *v.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1 as f64
-    };
-    let mut refused = 0;
-    let mut kept = HashMap::new();
-    for (key, (dff, f, fc)) in out {
-        let (mf, mc) = (median(f), median(fc));
-        if mc >= min_f0_fraction * mf && mc > 0.0 {
-            kept.insert(key, dff);
-        } else {
-            refused += 1;
-        }
-    }
-    Ok((kept, refused))
+    )
 }
 
 /// Sorted stimulus labels over every session, and each session's trial design.
@@ -204,8 +296,12 @@ pub fn run_analyze(
     let a = &params.analysis;
     let (cells_table, tracked) = read_tracked(layout, sessions)?;
     let (labels, designs) = designs(exp, sessions);
-    let wanted: Vec<std::collections::HashSet<u32>> = (0..sessions.len())
-        .map(|s| tracked.rois.iter().filter_map(|r| r[s]).collect())
+    let wanted: Vec<std::collections::HashSet<TraceKey>> = (0..sessions.len())
+        .map(|s| {
+            (0..tracked.rois.len())
+                .filter_map(|c| tracked.key(c, s))
+                .collect()
+        })
         .collect();
     let (dff, refused) = read_dff(
         layout,
@@ -213,6 +309,7 @@ pub fn run_analyze(
         &wanted,
         params.extract.neuropil_coefficient,
         a.min_f0_fraction,
+        a.max_noise_ratio,
     )?;
 
     let warnings = test_power_warnings(sessions, &designs, a);
@@ -244,9 +341,8 @@ pub fn run_analyze(
                         .rois
                         .par_iter()
                         .enumerate()
-                        .map(|(c, r)| {
-                            let roi = r[s]?;
-                            let trace = dff.get(&(s, roi))?;
+                        .map(|(c, _)| {
+                            let trace = dff.get(&(s, tracked.key(c, s)?))?;
                             // One seeded stream per session and cell: deterministic
                             // whatever the thread count.
                             let mut cell_settings = settings;
@@ -810,7 +906,8 @@ fn neurons_table(
             t.session.push(sessions[s].id.clone());
             t.day.push(sessions[s].day);
             t.cell.push(c as u32);
-            t.roi.push(tracked.rois[c][s].unwrap_or(u32::MAX));
+            t.roi.push(tracked.rois[c][s]);
+            t.transferred.push(tracked.transferred[c][s]);
             t.responsive.push(r.responsive);
             t.best.push(r.best);
             t.reliability.push(r.reliability);
@@ -823,7 +920,8 @@ fn neurons_table(
         .with("session", Column::Str(t.session))
         .with("day", Column::I32(t.day))
         .with("cell", Column::U32(t.cell))
-        .with("roi", Column::U32(t.roi))
+        .with("roi", Column::OptU32(t.roi))
+        .with("transferred", Column::Bool(t.transferred))
         .with("responsive", Column::Bool(t.responsive))
         .with("best_response", Column::F64(t.best))
         .with("reliability", Column::F64(t.reliability))
@@ -837,7 +935,8 @@ struct NeuronColumns {
     session: Vec<String>,
     day: Vec<i32>,
     cell: Vec<u32>,
-    roi: Vec<u32>,
+    roi: Vec<Option<u32>>,
+    transferred: Vec<bool>,
     responsive: Vec<bool>,
     best: Vec<f64>,
     reliability: Vec<f64>,
@@ -889,4 +988,39 @@ fn with_initially_silent(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uniform noise of amplitude `amp` (s.d. proportional to `amp`).
+    fn noisy(amp: f32, n: usize) -> Vec<f32> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                amp * ((x >> 11) as f32 / (1u64 << 53) as f32 - 0.5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn traces_far_noisier_than_their_sessions_median_are_dropped() {
+        let mut t: Traces = HashMap::new();
+        for r in 0..5 {
+            t.insert((0, TraceKey::Roi(r)), noisy(1.0 + 0.1 * r as f32, 200));
+        }
+        // Ten times the others' noise: an F0 near zero.
+        t.insert((0, TraceKey::Cell(9)), noisy(10.0, 200));
+        // Session 1 is noisier as a whole: judged against its own median.
+        for r in 0..3 {
+            t.insert((1, TraceKey::Roi(r)), noisy(8.0, 200));
+        }
+        assert_eq!(drop_noisy(&mut t, 2, 5.0), 1);
+        assert!(!t.contains_key(&(0, TraceKey::Cell(9))));
+        assert_eq!(t.len(), 8);
+    }
 }

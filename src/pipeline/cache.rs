@@ -16,7 +16,7 @@
 //! Like make and Snakemake, the ledger trusts that nobody edits a run folder's
 //! files by hand; it checks only that the recorded outputs still exist.
 
-use super::{RunLayout, Stage, ANALYSIS_TABLES};
+use super::{RunLayout, Stage, ANALYSIS_TABLES, TRACK_TABLES};
 use crate::config::{Experiment, Params};
 use crate::error::{Error, Result};
 pub use crate::io::ledger::Ledger;
@@ -145,14 +145,14 @@ fn chain(previous: u64, text: &str) -> u64 {
 }
 
 /// The files a part leaves in the run folder that later parts read. The corrected
-/// frame stores are not among them: only detect+extract reads them, and
-/// [`first_stale`] asks for them only when that part is to run, so a user may
-/// delete `frames/` once a run is done.
+/// frame stores are not among them: only detect+extract and the track part's
+/// footprint transfer read them, and [`first_stale`] asks for them only when one
+/// of those is to run, so a user may delete `frames/` once a run is done.
 pub fn part_outputs(part: Stage, exp: &Experiment, layout: &RunLayout) -> Vec<PathBuf> {
     let tables: &[&str] = match part {
         Stage::Ingest | Stage::Motion => &["sessions", "motion", "motion_qc"],
         Stage::Detect | Stage::Extract => &["rois", "detection", "traces"],
-        Stage::Track => &["cells", "alignment", "track_pairs", "rois_ref"],
+        Stage::Track => &TRACK_TABLES,
         Stage::Analyze => &ANALYSIS_TABLES,
     };
     let mut out: Vec<PathBuf> = tables.iter().map(|t| layout.table(t)).collect();
@@ -175,6 +175,7 @@ pub fn first_stale(
     exp: &Experiment,
     layout: &RunLayout,
     until: Stage,
+    params: &Params,
 ) -> Option<Stage> {
     let stale = PARTS
         .iter()
@@ -186,7 +187,8 @@ pub fn first_stale(
         })
         .map(|(p, _)| *p)?;
     let frames_gone = exp.sessions.iter().any(|s| !layout.store(&s.id).exists());
-    Some(if stale == Stage::Detect && frames_gone {
+    let reads_frames = stale == Stage::Detect || (stale == Stage::Track && params.track.transfer);
+    Some(if reads_frames && frames_gone {
         Stage::Ingest
     } else {
         stale

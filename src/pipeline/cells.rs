@@ -28,6 +28,21 @@ fn valid_box(motion: &ValidBoxes, session: &str, w: usize, h: usize) -> [usize; 
         .unwrap_or([0, w, 0, h])
 }
 
+/// A session's valid box as a rectangle; the whole frame when the box is empty.
+pub fn valid_rect(motion: &ValidBoxes, session: &str, w: usize, h: usize) -> Rect {
+    let [x0, x1, y0, y1] = valid_box(motion, session, w, h);
+    if x1 > x0 && y1 > y0 {
+        Rect { x0, x1, y0, y1 }
+    } else {
+        Rect {
+            x0: 0,
+            x1: w,
+            y0: 0,
+            y1: h,
+        }
+    }
+}
+
 /// The valid boxes of the motion stage's QC.
 pub fn boxes_of(motion: &[(String, MotionQc)]) -> Vec<(String, [usize; 4])> {
     motion.iter().map(|(id, q)| (id.clone(), q.valid)).collect()
@@ -196,17 +211,7 @@ pub fn run_extract(
             .map(|(_, d)| d)
             .ok_or_else(|| Error::internal(format!("no detection for session {}", s.id)))?;
         let store = FrameStore::open(layout.store(&s.id))?;
-        let [x0, x1, y0, y1] = valid_box(motion, &s.id, s.width, s.height);
-        let valid = if x1 > x0 && y1 > y0 {
-            Rect { x0, x1, y0, y1 }
-        } else {
-            Rect {
-                x0: 0,
-                x1: s.width,
-                y0: 0,
-                y1: s.height,
-            }
-        };
+        let valid = valid_rect(motion, &s.id, s.width, s.height);
         let inputs: Vec<RoiInput> = d
             .rois
             .iter()
@@ -220,6 +225,7 @@ pub fn run_extract(
             &s.id,
             &store,
             &inputs,
+            &[],
             s.fs,
             valid,
             &params.extract,
@@ -227,10 +233,10 @@ pub fn run_extract(
             progress,
         )?;
         for k in 0..t.f.len() {
-            traces.write(&trace_rows(&s.id, k, &t))?;
+            traces.write(&trace_rows(&s.id, ("roi", k as u32), k, &t))?;
         }
     }
-    traces.finish(&trace_rows("", 0, &SessionTraces::default()))?;
+    traces.finish(&trace_rows("", ("roi", 0), 0, &SessionTraces::default()))?;
     Ok(())
 }
 
@@ -325,7 +331,8 @@ fn detection_table(found: &[(String, Detection)]) -> Table {
         )
 }
 
-fn trace_rows(session: &str, roi: usize, t: &SessionTraces) -> Table {
+/// The rows of trace `roi` of `t`, identified by `key` (column name and value).
+pub fn trace_rows(session: &str, key: (&str, u32), roi: usize, t: &SessionTraces) -> Table {
     let n = t.f.get(roi).map_or(0, |f| f.len());
     let col = |v: &[Vec<f32>]| Column::F32(v.get(roi).cloned().unwrap_or_default());
     let or_nan = |v: &[Vec<f32>]| {
@@ -337,7 +344,7 @@ fn trace_rows(session: &str, roi: usize, t: &SessionTraces) -> Table {
     };
     Table::new()
         .with("session", Column::Str(vec![session.to_string(); n]))
-        .with("roi", Column::U32(vec![roi as u32; n]))
+        .with(key.0, Column::U32(vec![key.1; n]))
         .with("frame", Column::U32((0..n as u32).collect()))
         .with("f", col(&t.f))
         .with("fneu", col(&t.fneu))

@@ -13,7 +13,9 @@
 //!   mean_corrected}.tif`, and removes the raw store unless `ingest.keep_raw`.
 //!
 //! - `detect` and `extract` ([`cells`]) find ROIs and their traces per session.
-//! - `track` ([`track`]) aligns the sessions and tracks cells across them.
+//! - `track` ([`track`]) aligns the sessions and tracks cells across them, then
+//!   ([`transfer`]) extracts the traces of tracked cells in the sessions where they
+//!   were not found, through footprints transferred from a session where they were.
 //!
 //! Later stages (analyze) attach here.
 
@@ -21,6 +23,7 @@ pub mod analyze;
 pub mod cache;
 mod cells;
 pub mod track;
+mod transfer;
 
 use crate::config::{load_experiment, Experiment, Params, Session};
 use crate::error::{Error, Result};
@@ -84,6 +87,16 @@ impl Stage {
             })
     }
 }
+
+/// The tables the track stage writes.
+const TRACK_TABLES: [&str; 6] = [
+    "cells",
+    "alignment",
+    "track_pairs",
+    "rois_ref",
+    "transferred_rois",
+    "transferred_traces",
+];
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
 /// `initially_silent`).
@@ -296,7 +309,7 @@ pub fn run(
     let mut book = Book::open(&exp, params, out, from)?;
     let from = match from {
         Some(f) => f,
-        None => match cache::first_stale(&book.ledger, &book.keys, &exp, &layout, until) {
+        None => match cache::first_stale(&book.ledger, &book.keys, &exp, &layout, until, params) {
             Some(part) => part,
             None => return up_to_date(&exp, &layout, until),
         },
@@ -322,7 +335,7 @@ pub fn run(
     let mut tracking = None;
     if from <= Stage::Track && until >= Stage::Track {
         tracking = Some(track::run_track(&exp, &layout, params, progress)?);
-        tables.extend(["cells", "alignment", "track_pairs", "rois_ref"].map(|t| layout.table(t)));
+        tables.extend(TRACK_TABLES.map(|t| layout.table(t)));
         book.done(Stage::Track)?;
     }
     let mut analysis = None;
@@ -541,7 +554,7 @@ fn resume_sessions(exp: &Experiment, layout: &RunLayout) -> Result<Vec<SessionSu
 
 /// What the stages before `detect` left in the run folder: the sessions and the
 /// valid boxes, with every session's corrected frame store present.
-fn resume_before_detect(exp: &Experiment, layout: &RunLayout) -> Result<Resumed> {
+pub(super) fn resume_before_detect(exp: &Experiment, layout: &RunLayout) -> Result<Resumed> {
     let sessions = resume_sessions(exp, layout)?;
     let qp = layout.table("motion_qc");
     if !qp.exists() {

@@ -11,7 +11,7 @@ use crate::progress::Progress;
 use crate::track::align::AlignImage;
 use crate::track::footprint::TrackRoi;
 use crate::track::{track_sessions, AblationInput, TrackSession, Tracking};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 /// Read a single-page float image written by the run.
@@ -99,7 +99,12 @@ pub fn run_track(
             "the track stage needs rois.parquet from the detect stage",
         ));
     }
-    let mut rois = read_rois(&rois_path, params.track.cells_only)?;
+    let all_rois = read_rois(&rois_path, false)?;
+    let mut rois = if params.track.cells_only {
+        read_rois(&rois_path, true)?
+    } else {
+        all_rois.clone()
+    };
     let mut sessions = Vec::with_capacity(exp.sessions.len());
     for s in &exp.sessions {
         let image = alignment_image(layout, &s.id)?;
@@ -131,18 +136,55 @@ pub fn run_track(
         &params.track,
         progress,
     )?;
-    write_tracking(layout, &sessions, &tracking, exp.cell_types.is_some())?;
+    let (summaries, boxes) = if params.track.transfer {
+        super::resume_before_detect(exp, layout).map_err(|e| {
+            Error::input(
+                &layout.root,
+                format!(
+                    "{e}; the track stage extracts the traces of transferred footprints \
+                     from the corrected frames (rerun from ingest, or set [track] transfer = false)"
+                ),
+            )
+        })?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let plan = super::transfer::run_transfer(
+        layout,
+        &summaries,
+        &boxes,
+        &sessions,
+        &all_rois,
+        &tracking,
+        exp.ablation.as_ref().map(|a| a.after_day),
+        params,
+        progress,
+    )?;
+    let transferred: HashSet<(usize, usize)> = plan.iter().map(|t| (t.cell, t.session)).collect();
+    write_tracking(
+        layout,
+        &sessions,
+        &tracking,
+        exp.cell_types.is_some(),
+        &transferred,
+    )?;
     Ok(tracking)
 }
 
 /// Write cells.parquet, alignment.parquet, track_pairs.parquet and rois_ref.parquet.
+/// `transferred` holds the (cell, session index) pairs whose trace comes from a
+/// transferred footprint.
 pub fn write_tracking(
     layout: &RunLayout,
     sessions: &[TrackSession],
     t: &Tracking,
     typed: bool,
+    transferred: &HashSet<(usize, usize)>,
 ) -> Result<()> {
-    write_table(layout.table("cells"), &cells_table(sessions, t, typed))?;
+    write_table(
+        layout.table("cells"),
+        &cells_table(sessions, t, typed, transferred),
+    )?;
     write_table(layout.table("alignment"), &alignment_table(sessions, t))?;
     write_table(layout.table("track_pairs"), &pairs_table(sessions, t))?;
     write_table(layout.table("rois_ref"), &rois_ref_table(sessions, t))?;
@@ -170,7 +212,12 @@ pub fn rois_ref_table(sessions: &[TrackSession], t: &Tracking) -> Table {
 }
 
 /// One row per tracked cell × session.
-pub fn cells_table(sessions: &[TrackSession], t: &Tracking, typed: bool) -> Table {
+pub fn cells_table(
+    sessions: &[TrackSession],
+    t: &Tracking,
+    typed: bool,
+    transferred: &HashSet<(usize, usize)>,
+) -> Table {
     let mut c = CellColumns::default();
     for (id, cell) in t.cells.iter().enumerate() {
         let n_sessions = cell.rois.iter().flatten().count() as u32;
@@ -179,6 +226,7 @@ pub fn cells_table(sessions: &[TrackSession], t: &Tracking, typed: bool) -> Tabl
             c.session.push(sess.id.clone());
             c.day.push(sess.day);
             c.roi.push(cell.rois[s]);
+            c.transferred.push(transferred.contains(&(id, s)));
             c.x_ref.push(cell.x_ref as f32);
             c.y_ref.push(cell.y_ref as f32);
             c.roi_x_ref.push(cell.ref_xy[s].map(|p| p.0 as f32));
@@ -205,6 +253,7 @@ pub fn cells_table(sessions: &[TrackSession], t: &Tracking, typed: bool) -> Tabl
         .with("session", Column::Str(c.session))
         .with("day", Column::I32(c.day))
         .with("roi", Column::OptU32(c.roi))
+        .with("transferred", Column::Bool(c.transferred))
         .with("x_ref", Column::F32(c.x_ref))
         .with("y_ref", Column::F32(c.y_ref))
         .with("roi_x_ref", Column::OptF32(c.roi_x_ref))
@@ -226,6 +275,7 @@ struct CellColumns {
     session: Vec<String>,
     day: Vec<i32>,
     roi: Vec<Option<u32>>,
+    transferred: Vec<bool>,
     x_ref: Vec<f32>,
     y_ref: Vec<f32>,
     roi_x_ref: Vec<Option<f32>>,
@@ -409,6 +459,6 @@ pub fn track_footprint_files(
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
-    write_tracking(&layout, &sessions, &tracking, false)?;
+    write_tracking(&layout, &sessions, &tracking, false, &HashSet::new())?;
     Ok((sessions, tracking))
 }

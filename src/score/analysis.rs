@@ -99,12 +99,15 @@ fn tag_score(tag: &str, pairs: impl Iterator<Item = (bool, bool)>) -> CellTagSco
 fn true_cell_of(
     sess: &[String],
     cell: &[u32],
-    roi: &[u32],
+    roi: &[Option<u32>],
     matches: &Matches,
 ) -> BTreeMap<u32, u32> {
     let mut votes: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for i in 0..sess.len() {
-        if let Some(&t) = matches.get(&sess[i]).and_then(|m| m.get(&roi[i])) {
+        let Some(r) = roi[i] else {
+            continue;
+        };
+        if let Some(&t) = matches.get(&sess[i]).and_then(|m| m.get(&r)) {
             votes.entry(cell[i]).or_default().push(t);
         }
     }
@@ -134,7 +137,7 @@ fn cell_tag_scores(
     let (sess, cell, roi, group) = (
         n.strs(np, "session")?,
         n.u32s(np, "cell")?,
-        n.u32s(np, "roi")?,
+        n.opt_u32s(np, "roi")?,
         n.strs(np, "group")?,
     );
     let stands_for = true_cell_of(sess, cell, roi, matches);
@@ -251,11 +254,15 @@ pub fn score_analysis(
         return Ok(None);
     }
     let n = read_table(&np)?;
-    let (sess, roi, resp) = (
+    let (sess, cells, roi, resp) = (
         n.strs(&np, "session")?,
-        n.u32s(&np, "roi")?,
+        n.u32s(&np, "cell")?,
+        n.opt_u32s(&np, "roi")?,
         n.bools(&np, "responsive")?,
     );
+    // A session without a ROI of the cell (a transferred footprint) stands for
+    // the true cell its other sessions' ROIs matched.
+    let stands_for = true_cell_of(sess, cells, roi, matches);
     let tp_path = truth.join("cells.parquet");
     let t = read_table(&tp_path)?;
     let truth_resp: BTreeMap<(String, u32), bool> = t
@@ -267,7 +274,11 @@ pub fn score_analysis(
         .collect();
     let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for i in 0..sess.len() {
-        let Some(&cell) = matches.get(&sess[i]).and_then(|m| m.get(&roi[i])) else {
+        let matched = match roi[i] {
+            Some(r) => matches.get(&sess[i]).and_then(|m| m.get(&r)),
+            None => stands_for.get(&cells[i]),
+        };
+        let Some(&cell) = matched else {
             continue;
         };
         let Some(&truly) = truth_resp.get(&(sess[i].clone(), cell)) else {

@@ -15,6 +15,8 @@
 //! distance and footprint similarity fitted on the data, giving P(same cell)),
 //! [`cluster`] (Hungarian per session pair, then constrained average-linkage
 //! clustering across all sessions) and [`tags`] (ablated, filled, cell type).
+//! [`transfer`] then moves a tracked cell's footprint into the sessions where it
+//! was not found, for the extraction of its trace there.
 
 pub mod align;
 pub mod cluster;
@@ -22,6 +24,7 @@ pub mod field;
 pub mod footprint;
 pub mod model;
 pub mod tags;
+pub mod transfer;
 pub mod transform;
 
 use crate::config::TrackParams;
