@@ -160,7 +160,16 @@ fn read_dff(
 fn drop_noisy(traces: &mut Traces, n_sessions: usize, ratio: f64) -> usize {
     let noise: HashMap<(usize, TraceKey), f64> = traces
         .par_iter()
-        .map(|(k, v)| (*k, crate::extract::oasis::noise_sd(v) as f64))
+        .map(|(k, v)| {
+            // No two finite frames in a row: no noise estimate (noise_sd says 0).
+            let measurable = v.windows(2).any(|w| w[0].is_finite() && w[1].is_finite());
+            let n = if measurable {
+                crate::extract::oasis::noise_sd(v) as f64
+            } else {
+                f64::NAN
+            };
+            (*k, n)
+        })
         .collect();
     let mut limit = vec![f64::INFINITY; n_sessions];
     for (s, l) in limit.iter_mut().enumerate() {
@@ -538,8 +547,8 @@ fn groups(results: &[Vec<Option<CellSession>>], reference: Option<usize>) -> Vec
         .collect()
 }
 
-/// Cells that enter the maps (SCIENCE.md §1.7): found in every session with
-/// stimuli, not targeted, and (optionally) outside the high and low categories.
+/// Cells that enter the maps (SCIENCE.md §1.7): analysed in every session with
+/// stimuli (through a ROI or a transferred footprint), not targeted, and (optionally) outside the high and low categories.
 /// With k targets: when the targets' median best response in the reference
 /// session ranks in the upper half of all cells there, they are the high
 /// category and the k non-responsive cells with the smallest best response are
@@ -1019,7 +1028,12 @@ mod tests {
         for r in 0..3 {
             t.insert((1, TraceKey::Roi(r)), noisy(8.0, 200));
         }
-        assert_eq!(drop_noisy(&mut t, 2, 5.0), 1);
+        // Session 0 also has traces with no finite frames: dropped, and not
+        // counted into its median.
+        for r in 10..20 {
+            t.insert((0, TraceKey::Roi(r)), vec![f32::NAN; 200]);
+        }
+        assert_eq!(drop_noisy(&mut t, 2, 5.0), 11);
         assert!(!t.contains_key(&(0, TraceKey::Cell(9))));
         assert_eq!(t.len(), 8);
     }

@@ -315,6 +315,9 @@ pub fn run(
         },
     };
     let skipped: Vec<Stage> = cache::PARTS.into_iter().filter(|p| *p < from).collect();
+    if from == Stage::Track && until >= Stage::Track && params.track.transfer {
+        track::check_transfer_frames(&exp, &layout)?;
+    }
     cache::forget_from(&mut book.ledger, out, from)?;
     let mut tables = Vec::new();
     let (sessions, motion, detection) = if from >= Stage::Track {

@@ -1,7 +1,9 @@
 //! The `track` stage of a run: reads the detect stage's ROIs and images from the
-//! run folder, tracks cells across sessions ([`crate::track`]) and writes
-//! `cells.parquet`, `alignment.parquet`, `track_pairs.parquet` and
-//! `rois_ref.parquet`.
+//! run folder, tracks cells across sessions ([`crate::track`]), transfers the
+//! footprints of cells missing in a session there and extracts their traces
+//! ([`super::transfer`]), and writes `cells.parquet`, `alignment.parquet`,
+//! `track_pairs.parquet`, `rois_ref.parquet`, `transferred_rois.parquet` and
+//! `transferred_traces.parquet`.
 
 use super::RunLayout;
 use crate::config::{Experiment, Params};
@@ -22,6 +24,34 @@ pub fn read_image(path: &Path) -> Result<AlignImage> {
         height,
         data,
     })
+}
+
+/// The pixels of every ROI (cells or not) in rois.parquet, by session id.
+fn read_roi_pixels(path: &Path) -> Result<BTreeMap<String, Vec<Vec<u32>>>> {
+    let t = read_table(path)?;
+    let (sess, pixels) = (t.strs(path, "session")?, t.lists_u32(path, "pixels")?);
+    let mut out: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
+    for (s, p) in sess.iter().zip(pixels) {
+        out.entry(s.clone()).or_default().push(p.clone());
+    }
+    Ok(out)
+}
+
+/// The corrected frame stores the footprint transfer reads; checked before the
+/// track part starts, so a run that cannot finish it changes nothing.
+pub fn check_transfer_frames(exp: &Experiment, layout: &RunLayout) -> Result<()> {
+    for s in &exp.sessions {
+        let store = layout.store(&s.id);
+        if !store.exists() {
+            return Err(Error::input(
+                &store,
+                "the corrected frame store is missing: the track stage extracts the traces \
+                 of transferred footprints from it (rerun from ingest, or set [track] \
+                 transfer = false)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// ROIs of every session in rois.parquet, by session id.
@@ -99,12 +129,7 @@ pub fn run_track(
             "the track stage needs rois.parquet from the detect stage",
         ));
     }
-    let all_rois = read_rois(&rois_path, false)?;
-    let mut rois = if params.track.cells_only {
-        read_rois(&rois_path, true)?
-    } else {
-        all_rois.clone()
-    };
+    let mut rois = read_rois(&rois_path, params.track.cells_only)?;
     let mut sessions = Vec::with_capacity(exp.sessions.len());
     for s in &exp.sessions {
         let image = alignment_image(layout, &s.id)?;
@@ -136,25 +161,18 @@ pub fn run_track(
         &params.track,
         progress,
     )?;
-    let (summaries, boxes) = if params.track.transfer {
-        super::resume_before_detect(exp, layout).map_err(|e| {
-            Error::input(
-                &layout.root,
-                format!(
-                    "{e}; the track stage extracts the traces of transferred footprints \
-                     from the corrected frames (rerun from ingest, or set [track] transfer = false)"
-                ),
-            )
-        })?
+    let (summaries, boxes, roi_pixels) = if params.track.transfer {
+        let (s, b) = super::resume_before_detect(exp, layout)?;
+        (s, b, read_roi_pixels(&rois_path)?)
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), BTreeMap::new())
     };
     let plan = super::transfer::run_transfer(
         layout,
         &summaries,
         &boxes,
         &sessions,
-        &all_rois,
+        &roi_pixels,
         &tracking,
         exp.ablation.as_ref().map(|a| a.after_day),
         params,

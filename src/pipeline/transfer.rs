@@ -11,13 +11,12 @@
 use super::cells::{trace_rows, valid_rect};
 use super::{RunLayout, SessionSummary};
 use crate::config::Params;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::extract::{extract_session, RoiInput, SessionTraces};
 use crate::io::table::{write_table, Column, Table, TableWriter};
 use crate::movie::store::FrameStore;
 use crate::progress::Progress;
-use crate::track::footprint::TrackRoi;
-use crate::track::transfer::{plan_transfers, Transfer};
+use crate::track::transfer::{plan_transfers, TargetSession, Transfer};
 use crate::track::{TrackSession, Tracking};
 use std::collections::BTreeMap;
 
@@ -29,15 +28,20 @@ pub fn run_transfer(
     summaries: &[SessionSummary],
     boxes: &[(String, [usize; 4])],
     sessions: &[TrackSession],
-    all_rois: &BTreeMap<String, Vec<TrackRoi>>,
+    roi_pixels: &BTreeMap<String, Vec<Vec<u32>>>,
     tracking: &Tracking,
     ablation_after_day: Option<i32>,
     params: &Params,
     progress: &dyn Progress,
 ) -> Result<Vec<Transfer>> {
     let plan = if params.track.transfer {
+        let targets = sessions
+            .iter()
+            .map(|s| target_session(s, summaries, boxes, roi_pixels))
+            .collect::<Result<Vec<_>>>()?;
         plan_transfers(
             sessions,
+            &targets,
             tracking,
             ablation_after_day,
             params.track.transfer_min_sessions,
@@ -54,7 +58,7 @@ pub fn run_transfer(
         let summary = summaries
             .iter()
             .find(|x| x.id == sess.id)
-            .ok_or_else(|| crate::error::Error::internal(format!("no summary of {}", sess.id)))?;
+            .ok_or_else(|| Error::internal(format!("no summary of {}", sess.id)))?;
         let store = FrameStore::open(layout.store(&sess.id))?;
         let valid = valid_rect(boxes, &sess.id, summary.width, summary.height);
         let inputs: Vec<RoiInput> = todo
@@ -65,9 +69,9 @@ pub fn run_transfer(
                 centroid: t.centroid,
             })
             .collect();
-        let neighbours: Vec<&[u32]> = all_rois
+        let neighbours: Vec<&[u32]> = roi_pixels
             .get(&sess.id)
-            .map(|v| v.iter().map(|r| r.pixels.as_slice()).collect())
+            .map(|v| v.iter().map(|p| p.as_slice()).collect())
             .unwrap_or_default();
         let t = extract_session(
             &format!("{} (transferred)", sess.id),
@@ -94,6 +98,39 @@ pub fn run_transfer(
         plan.len()
     );
     Ok(plan)
+}
+
+/// A session as the planner sees it: its valid box and the pixels its ROIs cover.
+/// The frame store and the alignment image must have one size.
+fn target_session(
+    s: &TrackSession,
+    summaries: &[SessionSummary],
+    boxes: &[(String, [usize; 4])],
+    roi_pixels: &BTreeMap<String, Vec<Vec<u32>>>,
+) -> Result<TargetSession> {
+    let summary = summaries
+        .iter()
+        .find(|x| x.id == s.id)
+        .ok_or_else(|| Error::internal(format!("no summary of session {}", s.id)))?;
+    if (summary.width, summary.height) != (s.width, s.height) {
+        return Err(Error::internal(format!(
+            "session {}: frames are {}x{} but its alignment image is {}x{}",
+            s.id, summary.width, summary.height, s.width, s.height
+        )));
+    }
+    let r = valid_rect(boxes, &s.id, s.width, s.height);
+    let mut occupied = vec![false; s.width * s.height];
+    for pixels in roi_pixels.get(&s.id).into_iter().flatten() {
+        for &p in pixels {
+            if let Some(o) = occupied.get_mut(p as usize) {
+                *o = true;
+            }
+        }
+    }
+    Ok(TargetSession {
+        valid: [r.x0, r.x1, r.y0, r.y1],
+        occupied,
+    })
 }
 
 /// One row per transferred footprint, in its target session's coordinates.
@@ -123,6 +160,10 @@ fn transferred_rois_table(sessions: &[TrackSession], plan: &[Transfer]) -> Table
         .with(
             "centroid_y",
             Column::F32(plan.iter().map(|t| t.centroid.1 as f32).collect()),
+        )
+        .with(
+            "overlap",
+            Column::F32(plan.iter().map(|t| t.overlap as f32).collect()),
         )
         .with(
             "npix",

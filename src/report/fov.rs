@@ -14,6 +14,8 @@ pub struct Outline {
     pub cell: Option<u32>,
     pub ablated: bool,
     pub is_cell: bool,
+    /// A tracked cell's footprint transferred into this session (no ROI here).
+    pub transferred: bool,
 }
 
 /// Footprint pixels at or above this fraction of the ROI's largest weight are
@@ -73,15 +75,21 @@ pub fn fov_svg(
             .filter(|(_, &w)| w >= OUTLINE_LEVEL * top)
             .map(|(&p, _)| p)
             .collect();
-        let color = match (r.ablated, r.cell.is_some(), r.is_cell) {
-            (true, _, _) => "#ff3030",
-            (false, true, _) => "#30e060",
-            (false, false, true) => "#e0c030",
-            (false, false, false) => "#909090",
+        let color = match (r.transferred, r.ablated, r.cell.is_some(), r.is_cell) {
+            (true, ..) => "#40a0ff",
+            (false, true, _, _) => "#ff3030",
+            (false, false, true, _) => "#30e060",
+            (false, false, false, true) => "#e0c030",
+            (false, false, false, false) => "#909090",
+        };
+        let dash = if r.transferred {
+            format!(" stroke-dasharray=\"{:.2}\"", stroke * 4.0)
+        } else {
+            String::new()
         };
         let _ = write!(
             s,
-            "<path d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{stroke:.2}\"/>",
+            "<path d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{stroke:.2}\"{dash}/>",
             outline_path(&body, width)
         );
         if let Some(c) = r.cell {
@@ -120,9 +128,19 @@ mod tests {
             cell: Some(42),
             ablated: true,
             is_cell: true,
+            transferred: false,
         }];
         let svg = fov_svg(&img, 8, 8, &rois, 300);
         assert!(svg.contains("data:image/png;base64,iVBORw0KGgo"));
         assert!(svg.contains(">42</text>") && svg.contains("#ff3030"));
+        assert!(!svg.contains("stroke-dasharray"));
+        // A transferred footprint: dashed blue.
+        let moved = [Outline {
+            transferred: true,
+            ablated: false,
+            ..rois.into_iter().next().unwrap()
+        }];
+        let svg = fov_svg(&img, 8, 8, &moved, 300);
+        assert!(svg.contains("#40a0ff") && svg.contains("stroke-dasharray"));
     }
 }

@@ -126,8 +126,9 @@ struct RunTables {
     ledger: Ledger,
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "sessions",
+    "transferred_rois",
     "motion",
     "motion_qc",
     "rois",
@@ -436,20 +437,50 @@ fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result
                     cell: tr.map(|x| x.0),
                     ablated: tr.is_some_and(|x| x.1),
                     is_cell: isc[i],
+                    transferred: false,
                 }
             })
+            .chain(transferred_outlines(t, &s.id)?)
             .collect();
+        let moved = outlines.iter().filter(|o| o.transferred).count();
         let _ = write!(
             h,
-            "<figure>{}<figcaption>{} (day {}): {} ROIs</figcaption></figure>",
+            "<figure>{}<figcaption>{} (day {}): {} ROIs{}</figcaption></figure>",
             fov::fov_svg(&img, w, hgt, &outlines, 460),
             esc(&s.id),
             s.day,
-            outlines.len()
+            outlines.len() - moved,
+            if moved > 0 {
+                format!(", {moved} transferred footprints")
+            } else {
+                String::new()
+            }
         );
     }
     h.push_str("</div>");
     Ok(())
+}
+
+/// The footprints transferred into `session` (dashed blue, with the cell number).
+fn transferred_outlines(t: &RunTables, session: &str) -> Result<Vec<fov::Outline>> {
+    let Some((p, tr)) = t.get("transferred_rois") else {
+        return Ok(Vec::new());
+    };
+    let (ses, cell) = (tr.strs(p, "session")?, tr.u32s(p, "cell")?);
+    let (cx, cy) = (tr.f32s(p, "centroid_x")?, tr.f32s(p, "centroid_y")?);
+    let (px, wt) = (tr.lists_u32(p, "pixels")?, tr.lists_f32(p, "weights")?);
+    Ok((0..ses.len())
+        .filter(|&i| ses[i] == session)
+        .map(|i| fov::Outline {
+            pixels: px[i].clone(),
+            weights: wt[i].clone(),
+            centroid: (cx[i], cy[i]),
+            cell: Some(cell[i]),
+            ablated: false,
+            is_cell: true,
+            transferred: true,
+        })
+        .collect())
 }
 
 /// At most this many points per motion trace: the figure stays small.

@@ -94,6 +94,19 @@ fn tag_score(tag: &str, pairs: impl Iterator<Item = (bool, bool)>) -> CellTagSco
     }
 }
 
+/// neurons.parquet's `roi`: nullable since footprint transfer; runs made before
+/// it wrote a plain uint32 (u32::MAX for none).
+fn neuron_rois(n: &Table, np: &Path) -> Result<Vec<Option<u32>>> {
+    match n.opt_u32s(np, "roi") {
+        Ok(r) => Ok(r.to_vec()),
+        Err(_) => Ok(n
+            .u32s(np, "roi")?
+            .iter()
+            .map(|&r| (r != u32::MAX).then_some(r))
+            .collect()),
+    }
+}
+
 /// For each tracked cell of neurons.parquet, the true cell its ROIs matched most
 /// often (ties: the earliest session in the table's order).
 fn true_cell_of(
@@ -137,7 +150,7 @@ fn cell_tag_scores(
     let (sess, cell, roi, group) = (
         n.strs(np, "session")?,
         n.u32s(np, "cell")?,
-        n.opt_u32s(np, "roi")?,
+        &neuron_rois(n, np)?,
         n.strs(np, "group")?,
     );
     let stands_for = true_cell_of(sess, cell, roi, matches);
@@ -257,12 +270,12 @@ pub fn score_analysis(
     let (sess, cells, roi, resp) = (
         n.strs(&np, "session")?,
         n.u32s(&np, "cell")?,
-        n.opt_u32s(&np, "roi")?,
+        neuron_rois(&n, &np)?,
         n.bools(&np, "responsive")?,
     );
     // A session without a ROI of the cell (a transferred footprint) stands for
     // the true cell its other sessions' ROIs matched.
-    let stands_for = true_cell_of(sess, cells, roi, matches);
+    let stands_for = true_cell_of(sess, cells, &roi, matches);
     let tp_path = truth.join("cells.parquet");
     let t = read_table(&tp_path)?;
     let truth_resp: BTreeMap<(String, u32), bool> = t
@@ -401,6 +414,15 @@ pub fn maps_table(a: &AnalysisScore) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rois_of_runs_before_the_transfer_read_as_optional() {
+        let p = Path::new("neurons.parquet");
+        let old = Table::new().with("roi", Column::U32(vec![3, u32::MAX]));
+        assert_eq!(neuron_rois(&old, p).unwrap(), vec![Some(3), None]);
+        let new = Table::new().with("roi", Column::OptU32(vec![None, Some(4)]));
+        assert_eq!(neuron_rois(&new, p).unwrap(), vec![None, Some(4)]);
+    }
 
     #[test]
     fn balanced_accuracy_is_the_mean_of_the_two_rates() {
