@@ -354,9 +354,13 @@ pub fn register_session(
             let mut corrected = recycled
                 .try_recv()
                 .unwrap_or_else(|_| vec![0.0f32; batch * px]);
+            // Each rayon job allocates its own buffers (several MB at 512²):
+            // two jobs per thread and batch (some balance), not one per frame or two.
+            let per_job = got.div_ceil(2 * rayon::current_num_threads()).max(1);
             let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
                 .par_chunks(px)
                 .zip(corrected[..got * px].par_chunks_mut(px))
+                .with_min_len(per_job)
                 .map_init(
                     || registrar.buffers(),
                     |b, (r, out)| registrar.register(r, b, out),
