@@ -122,7 +122,7 @@ pub struct DetectInput<'a> {
 }
 
 /// The valid box as a rectangle; the whole frame when the box is empty.
-fn valid_rect(valid: [usize; 4], width: usize, height: usize) -> Rect {
+pub fn valid_rect(valid: [usize; 4], width: usize, height: usize) -> Rect {
     let [x0, x1, y0, y1] = valid;
     let (x1, y1) = (x1.min(width), y1.min(height));
     if x1 > x0 && y1 > y0 {

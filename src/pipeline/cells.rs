@@ -30,17 +30,7 @@ fn valid_box(motion: &ValidBoxes, session: &str, w: usize, h: usize) -> [usize; 
 
 /// A session's valid box as a rectangle; the whole frame when the box is empty.
 pub fn valid_rect(motion: &ValidBoxes, session: &str, w: usize, h: usize) -> Rect {
-    let [x0, x1, y0, y1] = valid_box(motion, session, w, h);
-    if x1 > x0 && y1 > y0 {
-        Rect { x0, x1, y0, y1 }
-    } else {
-        Rect {
-            x0: 0,
-            x1: w,
-            y0: 0,
-            y1: h,
-        }
-    }
+    crate::detect::valid_rect(valid_box(motion, session, w, h), w, h)
 }
 
 /// The valid boxes of the motion stage's QC.

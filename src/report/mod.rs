@@ -388,7 +388,9 @@ fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result
          outlines: <span style=\"color:#20a040\">tracked cells</span> (with their cell \
          number), <span style=\"color:#d02020\">ablated cells</span>, \
          <span style=\"color:#b09000\">untracked cells</span>, \
-         <span style=\"color:#808080\">ROIs that are not cells</span>.</p><div class=\"grid\">",
+         <span style=\"color:#808080\">ROIs that are not cells</span>; dashed \
+         <span style=\"color:#2080e0\">footprints transferred</span> into a session where \
+         the tracked cell had no ROI.</p><div class=\"grid\">",
     );
     let Some((rp, rois)) = t.get("rois") else {
         missing(h, "rois.parquet");
