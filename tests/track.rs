@@ -217,16 +217,7 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
     .expect("the analyze stage ran");
     assert_eq!(a.reference.as_deref(), Some("d5"));
     assert_eq!(a.sessions.len(), 3);
-    for name in [
-        "trials",
-        "tuning",
-        "neurons",
-        "rsm",
-        "correlations",
-        "correlation_summary",
-        "map_summary",
-        "map_similarity",
-    ] {
+    for name in cortexmap::pipeline::ANALYSIS_TABLES {
         assert!(out.join(format!("{name}.parquet")).exists(), "{name}");
     }
     let path = out.join("cells.parquet");

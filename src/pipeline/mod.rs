@@ -89,7 +89,7 @@ impl Stage {
 }
 
 /// The tables the track stage writes.
-const TRACK_TABLES: [&str; 6] = [
+pub const TRACK_TABLES: [&str; 6] = [
     "cells",
     "alignment",
     "track_pairs",
@@ -100,7 +100,7 @@ const TRACK_TABLES: [&str; 6] = [
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
 /// `initially_silent`).
-const ANALYSIS_TABLES: [&str; 9] = [
+pub const ANALYSIS_TABLES: [&str; 9] = [
     "trials",
     "tuning",
     "neurons",
