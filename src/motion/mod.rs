@@ -27,7 +27,7 @@ use crate::config::MotionParams;
 use crate::error::{Error, Result};
 use crate::movie::store::{FrameStore, FrameStoreWriter};
 use crate::progress::Progress;
-use nonrigid::{block_field, BlockAligner, BlockGrid, BlockShift};
+use nonrigid::{block_field_into, BlockAligner, BlockGrid, BlockShift};
 use rayon::prelude::*;
 use rigid::{Correlator, Estimate};
 
@@ -115,6 +115,9 @@ struct Buffers {
     input: Vec<f32>,
     tmp: Vec<f32>,
     moved: Vec<f32>,
+    /// The nonrigid per-pixel shift field (empty when rigid).
+    dx: Vec<f32>,
+    dy: Vec<f32>,
 }
 
 impl Registrar {
@@ -126,6 +129,8 @@ impl Registrar {
             input: vec![0.0; n],
             tmp: vec![0.0; n],
             moved: vec![0.0; n],
+            dx: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
+            dy: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
         }
     }
 
@@ -157,9 +162,9 @@ impl Registrar {
                 }
                 let xs: Vec<f32> = shifts.iter().map(|s| s.x).collect();
                 let ys: Vec<f32> = shifts.iter().map(|s| s.y).collect();
-                let dx = block_field(&aligner.grid, &xs, w, h);
-                let dy = block_field(&aligner.grid, &ys, w, h);
-                interp::warp_image(frame, w, h, &dx, &dy, out);
+                block_field_into(&aligner.grid, &xs, w, h, &mut b.dx);
+                block_field_into(&aligner.grid, &ys, w, h, &mut b.dy);
+                interp::warp_image(frame, w, h, &b.dx, &b.dy, out);
                 block_out = Some(shifts);
             }
             _ => interp::shift_image(frame, w, h, e.x, e.y, &mut b.tmp, out),

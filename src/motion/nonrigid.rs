@@ -76,14 +76,28 @@ impl BlockGrid {
 /// Per-pixel field from one value per block (row-major over the block grid), by
 /// bilinear interpolation between block centres.
 pub fn block_field(grid: &BlockGrid, values: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; w * h];
+    block_field_into(grid, values, w, h, &mut out);
+    out
+}
+
+/// [`block_field`] into `out` (`w × h`), for the per-frame loop.
+pub fn block_field_into(grid: &BlockGrid, values: &[f32], w: usize, h: usize, out: &mut [f32]) {
     let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
     let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
-    field_from_centres(&cx, &cy, values, w, h)
+    field_into(&cx, &cy, values, w, h, out);
 }
 
 /// Per-pixel field from values at a rectilinear grid of centres (`cx` columns ×
 /// `cy` rows, values row-major), bilinear inside, constant beyond the outer centres.
 pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; w * h];
+    field_into(cx, cy, values, w, h, &mut out);
+    out
+}
+
+/// [`field_from_centres`] into `out` (`w × h`).
+fn field_into(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize, out: &mut [f32]) {
     let interp_axis =
         |n: usize, count: usize, centre: &dyn Fn(usize) -> f64| -> Vec<(usize, usize, f32)> {
             (0..n)
@@ -107,7 +121,6 @@ pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: u
     let nx = cx.len();
     let ax = interp_axis(w, nx, &|i| cx[i]);
     let ay = interp_axis(h, cy.len(), &|j| cy[j]);
-    let mut out = vec![0.0f32; w * h];
     for (y, &(j0, j1, ty)) in ay.iter().enumerate() {
         for (x, &(i0, i1, tx)) in ax.iter().enumerate() {
             let v00 = values[j0 * nx + i0];
@@ -119,7 +132,6 @@ pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: u
             out[y * w + x] = top + (bottom - top) * ty;
         }
     }
-    out
 }
 
 /// Correlators for every block of a reference.

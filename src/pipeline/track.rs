@@ -27,8 +27,7 @@ pub fn read_image(path: &Path) -> Result<AlignImage> {
 }
 
 /// The pixels of every ROI (cells or not) in rois.parquet, by session id.
-fn read_roi_pixels(path: &Path) -> Result<BTreeMap<String, Vec<Vec<u32>>>> {
-    let t = read_table(path)?;
+fn roi_pixels(t: &Table, path: &Path) -> Result<BTreeMap<String, Vec<Vec<u32>>>> {
     let (sess, pixels) = (t.strs(path, "session")?, t.lists_u32(path, "pixels")?);
     let mut out: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
     for (s, p) in sess.iter().zip(pixels) {
@@ -55,8 +54,7 @@ pub fn check_transfer_frames(exp: &Experiment, layout: &RunLayout) -> Result<()>
 }
 
 /// ROIs of every session in rois.parquet, by session id.
-fn read_rois(path: &Path, cells_only: bool) -> Result<BTreeMap<String, Vec<TrackRoi>>> {
-    let t = read_table(path)?;
+fn track_rois(t: &Table, path: &Path, cells_only: bool) -> Result<BTreeMap<String, Vec<TrackRoi>>> {
     let (sess, roi, cx, cy) = (
         t.strs(path, "session")?,
         t.u32s(path, "roi")?,
@@ -129,7 +127,8 @@ pub fn run_track(
             "the track stage needs rois.parquet from the detect stage",
         ));
     }
-    let mut rois = read_rois(&rois_path, params.track.cells_only)?;
+    let roi_table = read_table(&rois_path)?;
+    let mut rois = track_rois(&roi_table, &rois_path, params.track.cells_only)?;
     let mut sessions = Vec::with_capacity(exp.sessions.len());
     for s in &exp.sessions {
         let image = alignment_image(layout, &s.id)?;
@@ -163,7 +162,7 @@ pub fn run_track(
     )?;
     let (summaries, boxes, roi_pixels) = if params.track.transfer {
         let (s, b) = super::resume_before_detect(exp, layout)?;
-        (s, b, read_roi_pixels(&rois_path)?)
+        (s, b, roi_pixels(&roi_table, &rois_path)?)
     } else {
         (Vec::new(), Vec::new(), BTreeMap::new())
     };
