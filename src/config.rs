@@ -1308,7 +1308,7 @@ impl Default for MotionParams {
             reference_frames: 300,
             reference_iterations: 8,
             min_frames: 20,
-            block_size: 128,
+            block_size: 64,
             max_shift_nonrigid_px: 5.0,
             snr_threshold: 1.2,
             bidirectional: false,

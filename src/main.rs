@@ -698,19 +698,19 @@ fn regions_cmd(regions: &Path, run: &Path, session: Option<&str>, max_dist: f64)
 fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
     let s = cortexmap::score::score(truth, run)?;
     println!("motion (px; one constant offset per session removed):");
-    println!("  session  frames   rmse  rmse_x  rmse_y  max_err  field_rmse");
+    println!("  session  frames   rmse  rmse_x  rmse_y  max_err  field_rmse  field_static_removed");
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     for m in &s.motion {
         println!(
-            "  {:<7} {:>7} {:>6.3} {:>7.3} {:>7.3} {:>8.3}  {}",
+            "  {:<7} {:>7} {:>6.3} {:>7.3} {:>7.3} {:>8.3}  {:<10}  {}",
             m.session,
             m.frames,
             m.rmse,
             m.rmse_x,
             m.rmse_y,
             m.max_error,
-            m.field_rmse
-                .map(|v| format!("{v:.3}"))
-                .unwrap_or_else(|| "-".into())
+            opt(m.field_rmse),
+            opt(m.field_rmse_static),
         );
     }
     println!(

@@ -81,6 +81,14 @@ fn nonrigid_blocks_reduce_the_field_error() {
         nonrigid < 0.75 * rigid,
         "field rmse rigid {rigid} vs nonrigid {nonrigid}"
     );
+    let static_removed = cortexmap::score::score(&exp, &nr_run).unwrap().motion[0]
+        .field_rmse_static
+        .unwrap();
+    // A short session's reference carries a visible mean warp.
+    assert!(
+        static_removed < nonrigid,
+        "field rmse {nonrigid}, static part removed {static_removed}"
+    );
     assert!(nr_run.join("motion_blocks.parquet").exists());
 }
 

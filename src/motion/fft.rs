@@ -30,6 +30,10 @@ pub struct Fft2Scratch {
     block: Vec<Complex32>,
     real_scratch: Vec<Complex32>,
     col_scratch: Vec<Complex32>,
+    /// One column, for the windowed inverse.
+    column: Vec<Complex32>,
+    /// The window's rows of half-spectrum, for the windowed inverse.
+    window_rows: Vec<Complex32>,
 }
 
 impl Fft2 {
@@ -69,6 +73,8 @@ impl Fft2 {
             block: vec![Complex32::new(0.0, 0.0); ROWS * self.half_width()],
             real_scratch: vec![Complex32::new(0.0, 0.0); real_len],
             col_scratch: vec![Complex32::new(0.0, 0.0); col_len],
+            column: vec![Complex32::new(0.0, 0.0); self.height],
+            window_rows: Vec::new(),
         }
     }
 
@@ -132,6 +138,50 @@ impl Fft2 {
         }
     }
 
+    /// The inverse transform of `spec` at the offsets |dx| ≤ `m`, |dy| ≤ `m` only
+    /// (wrapping), into `window[(dy + m)·(2m + 1) + dx + m]`; `spec` is unchanged.
+    ///
+    /// A phase-correlation peak is searched near zero shift, so most of the inverse
+    /// is never looked at: every column is transformed (one at a time, in cache),
+    /// but only the window's 2m + 1 rows are transformed along x, a fifth of them
+    /// at 512² with the default shift bound.
+    pub fn inverse_window(
+        &self,
+        spec: &[Complex32],
+        m: usize,
+        window: &mut [f32],
+        s: &mut Fft2Scratch,
+    ) {
+        let (w, h, hw) = (self.width, self.height, self.half_width());
+        let side = 2 * m + 1;
+        debug_assert_eq!(spec.len(), hw * h);
+        debug_assert_eq!(window.len(), side * side);
+        s.window_rows.resize(side * hw, Complex32::new(0.0, 0.0));
+        let wrap = |d: isize, n: usize| d.rem_euclid(n as isize) as usize;
+        for kx in 0..hw {
+            s.column.copy_from_slice(&spec[kx * h..(kx + 1) * h]);
+            self.col_inv
+                .process_with_scratch(&mut s.column, &mut s.col_scratch);
+            for r in 0..side {
+                s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
+            }
+        }
+        let norm = 1.0 / (w * h) as f32;
+        for r in 0..side {
+            let row = &mut s.window_rows[r * hw..(r + 1) * hw];
+            row[0].im = 0.0;
+            if w % 2 == 0 {
+                row[hw - 1].im = 0.0;
+            }
+            self.c2r
+                .process_with_scratch(row, &mut s.row_real, &mut s.real_scratch)
+                .expect("buffer sizes match the plan");
+            for (c, o) in window[r * side..(r + 1) * side].iter_mut().enumerate() {
+                *o = s.row_real[wrap(c as isize - m as isize, w)] * norm;
+            }
+        }
+    }
+
     /// Signed frequency index of column `kx` (always ≥ 0 for the half spectrum)
     /// and of row `ky`, in cycles per image.
     pub fn frequencies(&self, kx: usize, ky: usize) -> (f32, f32) {
@@ -163,6 +213,33 @@ mod tests {
             fft.inverse(&mut spec, &mut back, &mut s);
             for (a, b) in img.iter().zip(&back) {
                 assert!((a - b).abs() < 1e-3, "{w}x{h}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn windowed_inverse_equals_the_full_inverse_near_zero_shift() {
+        for (w, h, m) in [(16, 12, 3), (15, 9, 4), (8, 8, 5)] {
+            let fft = Fft2::new(w, h);
+            let mut s = fft.scratch();
+            let img: Vec<f32> = (0..w * h).map(|i| ((i * 29) % 13) as f32 - 5.0).collect();
+            let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+            fft.forward(&img, &mut spec, &mut s);
+            let kept = spec.clone();
+            let side = 2 * m + 1;
+            let mut window = vec![0.0; side * side];
+            fft.inverse_window(&spec, m, &mut window, &mut s);
+            assert_eq!(spec, kept, "the spectrum is left unchanged");
+            for r in 0..side {
+                for c in 0..side {
+                    let y = (r as isize - m as isize).rem_euclid(h as isize) as usize;
+                    let x = (c as isize - m as isize).rem_euclid(w as isize) as usize;
+                    let v = window[r * side + c];
+                    assert!(
+                        (v - img[y * w + x]).abs() < 1e-3,
+                        "{w}x{h} m={m}: ({c},{r})"
+                    );
+                }
             }
         }
     }

@@ -36,7 +36,11 @@ fn taps(pos: f64, n: usize) -> ([usize; 4], [f32; 4]) {
 }
 
 /// Rigid sub-pixel shift: `out(x, y) = src(x + dx, y + dy)`, separable cubic.
-/// `tmp` must hold `w × h` values.
+/// `tmp` must hold at least min(4, h) rows.
+///
+/// Rows are interpolated along x on demand into a ring of four rows in `tmp`,
+/// and each output row combines four of them, so every source row is resampled
+/// once and the working set stays in cache.
 pub fn shift_image(
     src: &[f32],
     w: usize,
@@ -46,44 +50,95 @@ pub fn shift_image(
     tmp: &mut [f32],
     out: &mut [f32],
 ) {
-    // Along rows: every pixel shares the fractional weights; only edges clamp.
-    let row_taps: Vec<([usize; 4], [f32; 4])> = (0..w).map(|x| taps(x as f64 + dx, w)).collect();
-    let (_, wt) = taps(dx, w.max(4));
-    let shift = dx.floor() as isize;
-    // Interior pixels, whose four taps are all inside the row: x − 1 + shift ≥ 0
-    // and x + 2 + shift ≤ w − 1.
-    let lo = (1 - shift).clamp(0, w as isize) as usize;
-    let hi = (w as isize - 2 - shift).clamp(lo as isize, w as isize) as usize;
+    let rows = RowShifter::new(w, dx);
+    let ring = &mut tmp[..h.min(4) * w];
+    let mut held = [usize::MAX; 4];
     for y in 0..h {
-        let row = &src[y * w..(y + 1) * w];
-        let dst = &mut tmp[y * w..(y + 1) * w];
-        for x in (0..lo).chain(hi..w) {
-            let (idx, wt) = &row_taps[x];
+        let (idx, wt) = taps(y as f64 + dy, h);
+        // The four taps are consecutive rows (repeated at the clamped edges), so
+        // row r can live in slot r mod 4.
+        for &r in &idx {
+            let slot = r % 4;
+            if held[slot] != r {
+                rows.shift(
+                    &src[r * w..(r + 1) * w],
+                    &mut ring[slot * w..(slot + 1) * w],
+                );
+                held[slot] = r;
+            }
+        }
+        let row = |j: usize| &ring[(idx[j] % 4) * w..(idx[j] % 4 + 1) * w];
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let dst = &mut out[y * w..(y + 1) * w];
+        for ((((d, a), b), c), e) in dst.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+            *d = wt[0] * a + wt[1] * b + wt[2] * c + wt[3] * e;
+        }
+    }
+}
+
+/// Resamples rows at `x + dx`: every pixel shares the fractional weights; only
+/// the pixels whose taps leave the row need clamped indices.
+struct RowShifter {
+    edge_taps: Vec<(usize, [usize; 4], [f32; 4])>,
+    weights: [f32; 4],
+    /// Interior output range [lo, hi) and the source index of its first tap.
+    lo: usize,
+    hi: usize,
+    first_tap: usize,
+}
+
+impl RowShifter {
+    fn new(w: usize, dx: f64) -> Self {
+        let (_, weights) = taps(dx, w.max(4));
+        let shift = dx.floor() as isize;
+        // Interior pixels, whose four taps are all inside the row: x − 1 + shift ≥ 0
+        // and x + 2 + shift ≤ w − 1.
+        let lo = (1 - shift).clamp(0, w as isize) as usize;
+        let hi = (w as isize - 2 - shift).clamp(lo as isize, w as isize) as usize;
+        let edge_taps = (0..lo)
+            .chain(hi..w)
+            .map(|x| {
+                let (idx, wt) = taps(x as f64 + dx, w);
+                (x, idx, wt)
+            })
+            .collect();
+        let first_tap = (lo as isize + shift - 1).max(0) as usize;
+        RowShifter {
+            edge_taps,
+            weights,
+            lo,
+            hi,
+            first_tap,
+        }
+    }
+
+    fn shift(&self, row: &[f32], dst: &mut [f32]) {
+        for &(x, idx, wt) in &self.edge_taps {
             dst[x] = wt[0] * row[idx[0]]
                 + wt[1] * row[idx[1]]
                 + wt[2] * row[idx[2]]
                 + wt[3] * row[idx[3]];
         }
-        if hi > lo {
-            let base = (lo as isize + shift - 1) as usize;
-            let win = &row[base..base + (hi - lo) + 3];
-            for (d, q) in dst[lo..hi].iter_mut().zip(win.windows(4)) {
-                *d = wt[0] * q[0] + wt[1] * q[1] + wt[2] * q[2] + wt[3] * q[3];
-            }
+        let n = self.hi - self.lo;
+        if n == 0 {
+            return;
         }
-    }
-    for y in 0..h {
-        let (idx, wt) = taps(y as f64 + dy, h);
-        let rows = [
-            &tmp[idx[0] * w..idx[0] * w + w],
-            &tmp[idx[1] * w..idx[1] * w + w],
-            &tmp[idx[2] * w..idx[2] * w + w],
-            &tmp[idx[3] * w..idx[3] * w + w],
-        ];
-        let dst = &mut out[y * w..(y + 1) * w];
-        for x in 0..w {
-            dst[x] =
-                wt[0] * rows[0][x] + wt[1] * rows[1][x] + wt[2] * rows[2][x] + wt[3] * rows[3][x];
+        let b = self.first_tap;
+        let wt = self.weights;
+        let (t0, t1, t2, t3) = (
+            &row[b..b + n],
+            &row[b + 1..b + 1 + n],
+            &row[b + 2..b + 2 + n],
+            &row[b + 3..b + 3 + n],
+        );
+        for ((((d, a), p), c), e) in dst[self.lo..self.hi]
+            .iter_mut()
+            .zip(t0)
+            .zip(t1)
+            .zip(t2)
+            .zip(t3)
+        {
+            *d = wt[0] * a + wt[1] * p + wt[2] * c + wt[3] * e;
         }
     }
 }
@@ -140,6 +195,39 @@ mod tests {
         warp_image(&src, w, h, &vec![0.3; w * h], &vec![-0.7; w * h], &mut b);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn shift_matches_the_per_pixel_warp_for_any_size_and_shift() {
+        for (w, h) in [(12, 10), (9, 1), (7, 2), (5, 3), (16, 4)] {
+            let src: Vec<f32> = (0..w * h).map(|i| ((i * 7) % 13) as f32).collect();
+            for (dx, dy) in [
+                (0.0, 0.0),
+                (-5.2, 3.9),
+                (13.0, -11.5),
+                (1.5, 0.25),
+                (-0.6, -2.0),
+            ] {
+                let mut tmp = vec![0.0; h.min(4) * w];
+                let mut a = vec![0.0; w * h];
+                let mut b = vec![0.0; w * h];
+                shift_image(&src, w, h, dx, dy, &mut tmp, &mut a);
+                warp_image(
+                    &src,
+                    w,
+                    h,
+                    &vec![dx as f32; w * h],
+                    &vec![dy as f32; w * h],
+                    &mut b,
+                );
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (x - y).abs() < 1e-3,
+                        "{w}x{h} ({dx},{dy}) pixel {i}: {x} vs {y}"
+                    );
+                }
+            }
         }
     }
 }

@@ -188,18 +188,48 @@ impl Registrar {
 
 /// Pearson correlation of two images over the region `margin` px inside the border.
 fn inner_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
-    let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut n) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for y in margin..h.saturating_sub(margin) {
-        for x in margin..w.saturating_sub(margin) {
-            let (u, v) = (a[y * w + x] as f64, b[y * w + x] as f64);
-            sa += u;
-            sb += v;
-            saa += u * u;
-            sbb += v * v;
-            sab += u * v;
-            n += 1.0;
-        }
+    let (x0, x1) = (margin, w.saturating_sub(margin));
+    let (y0, y1) = (margin, h.saturating_sub(margin));
+    if x1 <= x0 || y1 <= y0 {
+        return f64::NAN;
     }
+    // Sums of values shifted by one sample of each image (to keep the f32 lane
+    // sums small next to the variance), in eight f32 lanes per row so they
+    // vectorise, rows added in f64.
+    let (ca, cb) = (a[y0 * w + x0], b[y0 * w + x0]);
+    let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    const LANES: usize = 8;
+    for y in y0..y1 {
+        let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
+        let mut acc = [[0.0f32; LANES]; 5];
+        let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+        let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
+        for (pa, pb) in ca_it.zip(cb_it) {
+            for k in 0..LANES {
+                let (u, v) = (pa[k] - ca, pb[k] - cb);
+                acc[0][k] += u;
+                acc[1][k] += v;
+                acc[2][k] += u * u;
+                acc[3][k] += v * v;
+                acc[4][k] += u * v;
+            }
+        }
+        for (&u, &v) in ta.iter().zip(tb) {
+            let (u, v) = (u - ca, v - cb);
+            acc[0][0] += u;
+            acc[1][0] += v;
+            acc[2][0] += u * u;
+            acc[3][0] += v * v;
+            acc[4][0] += u * v;
+        }
+        let total = |k: usize| acc[k].iter().map(|&v| v as f64).sum::<f64>();
+        sa += total(0);
+        sb += total(1);
+        saa += total(2);
+        sbb += total(3);
+        sab += total(4);
+    }
+    let n = ((x1 - x0) * (y1 - y0)) as f64;
     if n < 2.0 {
         return f64::NAN;
     }
@@ -339,6 +369,9 @@ pub fn register_session(
     let batch = params.batch_frames.max(1);
     let px = w * h;
     let mut raw = vec![0.0f32; batch * px];
+    let pool: Vec<std::sync::Mutex<Option<Buffers>>> = (0..2 * rayon::current_num_threads())
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     // The store is written on its own thread while the next batch registers; at
     // most three corrected batches exist at once (one registering, one queued,
     // one being written), so memory stays bounded by the batch.
@@ -359,17 +392,23 @@ pub fn register_session(
             let mut corrected = recycled
                 .try_recv()
                 .unwrap_or_else(|_| vec![0.0f32; batch * px]);
-            // Each rayon job allocates its own buffers (several MB at 512²):
-            // two jobs per thread and batch (some balance), not one per frame or two.
-            let per_job = got.div_ceil(2 * rayon::current_num_threads()).max(1);
+            // Two jobs per thread and batch (some balance); each job takes a slot
+            // of the pool, so the buffers (several MB at 512²) are allocated once
+            // per session, not once per job.
+            let per_job = got.div_ceil(pool.len()).max(1);
             let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
-                .par_chunks(px)
-                .zip(corrected[..got * px].par_chunks_mut(px))
-                .with_min_len(per_job)
-                .map_init(
-                    || registrar.buffers(),
-                    |b, (r, out)| registrar.register(r, b, out),
-                )
+                .par_chunks(per_job * px)
+                .zip(corrected[..got * px].par_chunks_mut(per_job * px))
+                .zip(pool.par_iter())
+                .map(|((raws, outs), slot)| {
+                    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    let b = guard.get_or_insert_with(|| registrar.buffers());
+                    raws.chunks(px)
+                        .zip(outs.chunks_mut(px))
+                        .map(|(r, out)| registrar.register(r, b, out))
+                        .collect::<Vec<_>>()
+                })
+                .flatten_iter()
                 .collect();
             accumulate(&mut sum_raw, &raw[..got * px], px);
             accumulate(&mut sum_cor, &corrected[..got * px], px);
@@ -500,5 +539,50 @@ fn session_qc(
         max_abs_shift: max(&|m| m.shift_x.abs().max(m.shift_y.abs())),
         valid,
         clamped_values,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pearson r over the inner region, plainly in f64.
+    fn plain_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
+        let pairs: Vec<(f64, f64)> = (margin..h - margin)
+            .flat_map(|y| (margin..w - margin).map(move |x| y * w + x))
+            .map(|i| (a[i] as f64, b[i] as f64))
+            .collect();
+        let n = pairs.len() as f64;
+        let (ma, mb) = (
+            pairs.iter().map(|p| p.0).sum::<f64>() / n,
+            pairs.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let cov: f64 = pairs.iter().map(|p| (p.0 - ma) * (p.1 - mb)).sum();
+        let va: f64 = pairs.iter().map(|p| (p.0 - ma).powi(2)).sum();
+        let vb: f64 = pairs.iter().map(|p| (p.1 - mb).powi(2)).sum();
+        cov / (va * vb).sqrt()
+    }
+
+    #[test]
+    fn inner_correlation_matches_a_plain_pearson_on_bright_images() {
+        // Bright values with a small spread: the case where sums of squares in
+        // f32 would lose the variance without the shift.
+        let (w, h) = (61, 37);
+        let a: Vec<f32> = (0..w * h)
+            .map(|i| 3000.0 + ((i * 37) % 101) as f32 * 0.7)
+            .collect();
+        let b: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| 0.5 * v + ((i * 13) % 29) as f32)
+            .collect();
+        for margin in [0, 3, 10] {
+            let r = inner_correlation(&a, &b, w, h, margin);
+            let p = plain_correlation(&a, &b, w, h, margin);
+            assert!((r - p).abs() < 1e-5, "margin {margin}: {r} vs {p}");
+        }
+        assert!(inner_correlation(&a, &b, w, h, 40).is_nan());
+        let flat = vec![7.0f32; w * h];
+        assert!(inner_correlation(&flat, &b, w, h, 2).is_nan());
     }
 }

@@ -8,9 +8,9 @@
 //! surfaces (a weighted sum over the 3×3 block neighbourhood) before its peak is
 //! taken, so low-contrast blocks follow their neighbours instead of noise. Block
 //! shifts become a smooth per-pixel field by bilinear interpolation between block
-//! centres (constant beyond the outermost centres).
+//! centres (extrapolated linearly beyond the outermost centres).
 
-use super::rigid::{at, peak_of, refine_peak, Correlator, Estimate, Workspace};
+use super::rigid::{peak_of_window, refine_peak, Correlator, Estimate, Workspace};
 
 /// Where the blocks are.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,8 @@ pub fn block_field_into(grid: &BlockGrid, values: &[f32], w: usize, h: usize, ou
 }
 
 /// Per-pixel field from values at a rectilinear grid of centres (`cx` columns ×
-/// `cy` rows, values row-major), bilinear inside, constant beyond the outer centres.
+/// `cy` rows, values row-major), bilinear inside, extrapolated linearly beyond the
+/// outer centres.
 pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; w * h];
     field_into(cx, cy, values, w, h, &mut out);
@@ -103,14 +104,13 @@ fn field_into(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize, out: &
             (0..n)
                 .map(|p| {
                     let p = p as f64;
-                    if count == 1 || p <= centre(0) {
+                    if count == 1 {
                         return (0, 0, 0.0);
                     }
-                    if p >= centre(count - 1) {
-                        return (count - 1, count - 1, 0.0);
-                    }
+                    // Beyond the outer centres the nearest pair's line is
+                    // continued: a smooth warp keeps its slope to the frame's edge.
                     let mut i = 0;
-                    while i + 1 < count && centre(i + 1) < p {
+                    while i + 2 < count && centre(i + 1) < p {
                         i += 1;
                     }
                     let t = (p - centre(i)) / (centre(i + 1) - centre(i));
@@ -216,10 +216,10 @@ impl BlockAligner {
     /// Block shifts of a rigidly corrected frame (row-major over the grid).
     pub fn estimate(&self, frame: &[f32], bw: &mut BlockWorkspace) -> Vec<BlockShift> {
         let (nx, ny) = (self.grid.x0.len(), self.grid.y0.len());
-        let (sw, sh) = (self.grid.size_x, self.grid.size_y);
-        let m = self.blocks[0].max_shift as isize;
-        // The correlation window of every block, (2m+1)² values.
-        let side = (2 * m + 1) as usize;
+        let m = self.blocks[0].max_shift;
+        // The correlation window of every block, one ring wider than the bound.
+        let half = self.blocks[0].window_half();
+        let side = 2 * half + 1;
         for by in 0..ny {
             for bx in 0..nx {
                 let k = by * nx + bx;
@@ -227,19 +227,15 @@ impl BlockAligner {
                 self.blocks[k].surface(&bw.block, &mut bw.ws);
                 let win = &mut bw.surfaces[k];
                 win.clear();
-                for dy in -m..=m {
-                    for dx in -m..=m {
-                        win.push(at(&bw.ws.surface, sw, sh, dx, dy) as f32);
-                    }
-                }
+                win.extend_from_slice(&bw.ws.window);
                 // A confident block's sub-pixel peak comes from its own spectrum,
                 // like the rigid step's; weak blocks are resolved below.
-                let mut e = window_peak(win, side, m as usize);
+                let mut e = peak_of_window(win, half, m, m);
                 if e.snr >= self.snr_threshold {
                     let limit = m as f64 + 0.5;
                     (e.x, e.y) = refine_peak(
                         &self.blocks[k].fft,
-                        &bw.ws.product,
+                        &bw.ws.spec,
                         e.x.round(),
                         e.y.round(),
                         limit,
@@ -266,7 +262,7 @@ impl BlockAligner {
                             }
                         }
                     }
-                    window_peak(&acc, side, m as usize)
+                    peak_of_window(&acc, half, m, m)
                 };
                 BlockShift {
                     x: e.x as f32,
@@ -276,24 +272,6 @@ impl BlockAligner {
             })
             .collect()
     }
-}
-
-/// Peak of a (2m+1)² window stored with zero shift at its centre.
-fn window_peak(win: &[f32], side: usize, m: usize) -> Estimate {
-    // Re-wrap the window so that `peak_of` (which expects zero shift at index 0)
-    // can search it; the padding keeps the wrap from folding values together.
-    let n = 2 * side;
-    let mut wrapped = vec![f32::MIN; n * n];
-    for r in 0..side {
-        for c in 0..side {
-            let dy = r as isize - m as isize;
-            let dx = c as isize - m as isize;
-            let y = dy.rem_euclid(n as isize) as usize;
-            let x = dx.rem_euclid(n as isize) as usize;
-            wrapped[y * n + x] = win[r * side + c];
-        }
-    }
-    peak_of(&wrapped, n, n, m)
 }
 
 #[cfg(test)]
@@ -311,14 +289,21 @@ mod tests {
     }
 
     #[test]
-    fn block_field_interpolates_between_centres() {
-        let g = BlockGrid::new(100, 100, 50);
-        let n = g.n_blocks();
-        let values: Vec<f32> = (0..n).map(|k| (k % g.x0.len()) as f32).collect();
-        let f = block_field(&g, &values, 100, 100);
-        assert_eq!(f[0], 0.0);
-        assert_eq!(f[99], (g.x0.len() - 1) as f32);
-        let mid = f[50 * 100 + 50];
-        assert!(mid > 0.0 && mid < (g.x0.len() - 1) as f32);
+    fn block_field_reproduces_a_linear_field_up_to_the_frame_edges() {
+        let g = BlockGrid::new(100, 80, 50);
+        let nx = g.x0.len();
+        // value = 0.1·x − 0.05·y at each block centre.
+        let values: Vec<f32> = (0..g.n_blocks())
+            .map(|k| (0.1 * g.centre_x(k % nx) - 0.05 * g.centre_y(k / nx)) as f32)
+            .collect();
+        let f = block_field(&g, &values, 100, 80);
+        for (x, y) in [(0, 0), (99, 0), (0, 79), (99, 79), (50, 40), (3, 77)] {
+            let want = 0.1 * x as f32 - 0.05 * y as f32;
+            assert!(
+                (f[y * 100 + x] - want).abs() < 1e-4,
+                "({x},{y}): {}",
+                f[y * 100 + x]
+            );
+        }
     }
 }

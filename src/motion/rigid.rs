@@ -49,37 +49,50 @@ pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
 
 /// Mean-subtract and taper `src` into `dst`; returns the pre-taper variance.
 ///
-/// Sums run in eight f32 lanes per chunk of 1,024 pixels, chunks added in f64: the
-/// compiler vectorises the lanes (a plain f64 fold cannot be reordered), the
-/// chunking keeps f32 rounding small, and the fixed order keeps results identical
-/// on every thread count.
+/// One pass sums the values and their squares, both shifted by the first value
+/// (so a constant frame has exactly zero variance and the squares stay small next
+/// to the variance), in eight f32 lanes per chunk of 1,024 pixels, chunks added in
+/// f64: the compiler vectorises the lanes (a plain f64 fold cannot be reordered),
+/// the chunking keeps f32 rounding small, and the fixed order keeps results
+/// identical on every thread count. A second pass writes the tapered values.
 pub fn prepare(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
+    let Some(&c) = src.first() else {
+        return 0.0;
+    };
     let n = src.len() as f64;
-    let mean = chunked_sum(src, |v| v) / n;
-    let m = mean as f32;
+    let (sum, sum_sq) = shifted_sums(src, c);
+    let mean_shifted = sum / n;
+    let m = (c as f64 + mean_shifted) as f32;
     for ((d, &s), &t) in dst.iter_mut().zip(src).zip(taper) {
         *d = (s - m) * t;
     }
-    chunked_sum(src, |v| (v - m) * (v - m)) / n
+    sum_sq / n - mean_shifted * mean_shifted
 }
 
-/// Σ f(v) over `v`, in lanes and chunks as [`prepare`] describes.
+/// Σ (v − c) and Σ (v − c)² over `v`, in lanes and chunks as [`prepare`] describes.
 #[inline]
-fn chunked_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+fn shifted_sums(v: &[f32], c: f32) -> (f64, f64) {
     const LANES: usize = 8;
-    let mut total = 0.0f64;
+    let (mut total, mut total_sq) = (0.0f64, 0.0f64);
     for chunk in v.chunks(1024) {
-        let mut acc = [0.0f32; LANES];
+        let (mut acc, mut acc_sq) = ([0.0f32; LANES], [0.0f32; LANES]);
         let mut it = chunk.chunks_exact(LANES);
-        for c in &mut it {
+        for p in &mut it {
             for k in 0..LANES {
-                acc[k] += f(c[k]);
+                let d = p[k] - c;
+                acc[k] += d;
+                acc_sq[k] += d * d;
             }
         }
-        let tail: f32 = it.remainder().iter().map(|&x| f(x)).sum();
-        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+        for &x in it.remainder() {
+            let d = x - c;
+            acc[0] += d;
+            acc_sq[0] += d * d;
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+        total_sq += acc_sq.iter().map(|&a| a as f64).sum::<f64>();
     }
-    total
+    (total, total_sq)
 }
 
 /// A reference spectrum ready for correlation, for one image size.
@@ -94,11 +107,12 @@ pub struct Correlator {
 /// Per-thread buffers for a [`Correlator`].
 pub struct Workspace {
     pub fft: Fft2Scratch,
-    pub spec: Vec<Complex32>,
     /// The cross-power spectrum of the last frame (kept for sub-pixel refinement).
-    pub product: Vec<Complex32>,
+    pub spec: Vec<Complex32>,
     pub prepared: Vec<f32>,
-    pub surface: Vec<f32>,
+    /// The correlation surface of the last frame at offsets within ±(bound + 1)
+    /// px, zero shift at the centre: see [`Correlator::window_half`].
+    pub window: Vec<f32>,
 }
 
 impl Correlator {
@@ -114,7 +128,7 @@ impl Correlator {
     ) -> Self {
         let fft = Fft2::new(w, h);
         let taper = edge_taper(w, h, taper_px);
-        let mut ws = Workspace::for_fft(&fft);
+        let mut ws = Workspace::for_fft(&fft, max_shift + 1);
         prepare(reference, &taper, &mut ws.prepared);
         let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
         fft.forward(&ws.prepared, &mut spec, &mut ws.fft);
@@ -140,19 +154,27 @@ impl Correlator {
 
     /// Fresh per-thread buffers.
     pub fn workspace(&self) -> Workspace {
-        Workspace::for_fft(&self.fft)
+        Workspace::for_fft(&self.fft, self.window_half())
     }
 
-    /// The correlation surface of `frame` against the reference, in
-    /// `ws.surface` (row-major, zero shift at index 0, wrapping).
+    /// Half side of the correlation window: the shift bound plus one ring, so
+    /// that a peak on the bound still has neighbours for its sub-pixel fit.
+    pub fn window_half(&self) -> usize {
+        self.max_shift + 1
+    }
+
+    /// The correlation surface of `frame` against the reference near zero shift,
+    /// in `ws.window` (side 2·[`window_half`](Self::window_half) + 1, zero shift
+    /// at the centre); the cross-power spectrum stays in `ws.spec`. Returns the
+    /// frame's variance.
     pub fn surface(&self, frame: &[f32], ws: &mut Workspace) -> f64 {
         let var = prepare(frame, &self.taper, &mut ws.prepared);
         self.fft.forward(&ws.prepared, &mut ws.spec, &mut ws.fft);
         for (s, r) in ws.spec.iter_mut().zip(&self.reference) {
             *s *= r;
         }
-        ws.product.copy_from_slice(&ws.spec);
-        self.fft.inverse(&mut ws.spec, &mut ws.surface, &mut ws.fft);
+        self.fft
+            .inverse_window(&ws.spec, self.window_half(), &mut ws.window, &mut ws.fft);
         var
     }
 
@@ -168,9 +190,13 @@ impl Correlator {
                 clamped: false,
             };
         }
-        let mut e = peak_of(&ws.surface, self.fft.width, self.fft.height, self.max_shift);
+        // Shifts beyond half the frame alias: search at most w/2 − 1 and h/2 − 1.
+        let (w, h) = (self.fft.width, self.fft.height);
+        let mx = self.max_shift.min((w / 2).saturating_sub(1));
+        let my = self.max_shift.min((h / 2).saturating_sub(1));
+        let mut e = peak_of_window(&ws.window, self.window_half(), mx, my);
         let limit = self.max_shift as f64 + 0.5;
-        let (x, y) = refine_peak(&self.fft, &ws.product, e.x.round(), e.y.round(), limit);
+        let (x, y) = refine_peak(&self.fft, &ws.spec, e.x.round(), e.y.round(), limit);
         e.x = x;
         e.y = y;
         e
@@ -323,23 +349,15 @@ pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f
 }
 
 impl Workspace {
-    fn for_fft(fft: &Fft2) -> Self {
+    fn for_fft(fft: &Fft2, half: usize) -> Self {
+        let side = 2 * half + 1;
         Workspace {
             fft: fft.scratch(),
             spec: vec![Complex32::new(0.0, 0.0); fft.spectrum_len()],
-            product: vec![Complex32::new(0.0, 0.0); fft.spectrum_len()],
             prepared: vec![0.0; fft.width * fft.height],
-            surface: vec![0.0; fft.width * fft.height],
+            window: vec![0.0; side * side],
         }
     }
-}
-
-/// Value of a wrapped surface at signed offset (dx, dy).
-#[inline]
-pub fn at(surface: &[f32], w: usize, h: usize, dx: isize, dy: isize) -> f64 {
-    let x = dx.rem_euclid(w as isize) as usize;
-    let y = dy.rem_euclid(h as isize) as usize;
-    surface[y * w + x] as f64
 }
 
 /// Sub-pixel offset of a peak from three samples: a Gaussian fit when all are
@@ -364,40 +382,39 @@ pub fn subpixel(a: f64, b: f64, c: f64) -> f64 {
     off.clamp(-0.5, 0.5)
 }
 
-/// Find the peak of a wrapped correlation surface within ±`max_shift`.
-pub fn peak_of(surface: &[f32], w: usize, h: usize, max_shift: usize) -> Estimate {
-    let mx = (max_shift as isize).min(w as isize / 2 - 1).max(0);
-    let my = (max_shift as isize).min(h as isize / 2 - 1).max(0);
+/// Find the peak of a correlation window (side 2·`half` + 1, zero shift at the
+/// centre) within |dx| ≤ `mx`, |dy| ≤ `my` (both < `half`, so the peak's
+/// neighbours are inside the window).
+pub fn peak_of_window(win: &[f32], half: usize, mx: usize, my: usize) -> Estimate {
+    let side = 2 * half + 1;
+    debug_assert_eq!(win.len(), side * side);
+    debug_assert!(mx < half && my < half);
+    let at = |dx: isize, dy: isize| -> f64 {
+        win[(dy + half as isize) as usize * side + (dx + half as isize) as usize] as f64
+    };
+    let (mx, my) = (mx as isize, my as isize);
     let (mut best, mut bx, mut by) = (f64::NEG_INFINITY, 0isize, 0isize);
     for dy in -my..=my {
         for dx in -mx..=mx {
-            let v = at(surface, w, h, dx, dy);
+            let v = at(dx, dy);
             if v > best {
                 (best, bx, by) = (v, dx, dy);
             }
         }
     }
-    let sx = subpixel(
-        at(surface, w, h, bx - 1, by),
-        best,
-        at(surface, w, h, bx + 1, by),
-    );
-    let sy = subpixel(
-        at(surface, w, h, bx, by - 1),
-        best,
-        at(surface, w, h, bx, by + 1),
-    );
+    let sx = subpixel(at(bx - 1, by), best, at(bx + 1, by));
+    let sy = subpixel(at(bx, by - 1), best, at(bx, by + 1));
     // Sidelobe: the largest value at least 3 px away from the peak, in the window.
-    let mut side = f64::NEG_INFINITY;
+    let mut side_lobe = f64::NEG_INFINITY;
     for dy in -my..=my {
         for dx in -mx..=mx {
             if (dx - bx).abs() > 2 || (dy - by).abs() > 2 {
-                side = side.max(at(surface, w, h, dx, dy));
+                side_lobe = side_lobe.max(at(dx, dy));
             }
         }
     }
-    let snr = if side > 0.0 {
-        best / side
+    let snr = if side_lobe > 0.0 {
+        best / side_lobe
     } else {
         f64::INFINITY
     };
@@ -463,6 +480,23 @@ mod tests {
             );
             assert!(!e.clamped);
         }
+    }
+
+    #[test]
+    fn prepare_gives_the_variance_and_exactly_zero_for_a_constant_frame() {
+        let n = 5000;
+        let v: Vec<f32> = (0..n)
+            .map(|i| 2000.0 + ((i * 31) % 97) as f32 * 0.5)
+            .collect();
+        let taper = vec![1.0; n];
+        let mut out = vec![0.0; n];
+        let var = prepare(&v, &taper, &mut out);
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let plain = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!((var - plain).abs() < 1e-4 * plain, "{var} vs {plain}");
+        assert!(out.iter().map(|&x| x as f64).sum::<f64>().abs() < 1e-2 * n as f64);
+        assert_eq!(prepare(&vec![1234.5; n], &taper, &mut out), 0.0);
+        assert!(prepare(&[1.0, f32::NAN, 2.0], &[1.0; 3], &mut [0.0; 3]).is_nan());
     }
 
     #[test]

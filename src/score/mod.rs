@@ -35,6 +35,9 @@ pub struct MotionScore {
     pub max_error: f64,
     /// Per-pixel field RMSE (px) when the truth has a warp.
     pub field_rmse: Option<f64>,
+    /// The same after removing each sampled pixel's mean error over the session:
+    /// the reference's own static distortion, which no registration can see.
+    pub field_rmse_static: Option<f64>,
 }
 
 /// Everything `score` measured.
@@ -124,6 +127,7 @@ fn rigid_score(
             .map(|e| (e.0 * e.0 + e.1 * e.1).sqrt())
             .fold(0.0, f64::max),
         field_rmse: None,
+        field_rmse_static: None,
     })
 }
 
@@ -178,6 +182,7 @@ fn field_scores(
             continue;
         };
         let mut diffs: Vec<(f64, f64)> = Vec::new();
+        let mut frames_seen = 0usize;
         for (&(frame, tx, ty), &(_, ex, ey)) in ts.iter().zip(es) {
             let Some(rows) = warp_rows.get(&(score.session.clone(), frame)) else {
                 continue;
@@ -213,6 +218,7 @@ fn field_scores(
                 }
                 _ => None,
             };
+            frames_seen += 1;
             for &p in &pts {
                 let (ex_p, ey_p) = match &est {
                     Some((fx, fy)) => (fx[p] as f64, fy[p] as f64),
@@ -236,8 +242,37 @@ fn field_scores(
             .sum::<f64>()
             / n;
         score.field_rmse = Some(mse.sqrt());
+        score.field_rmse_static = Some(static_removed_rmse(&diffs, pts.len(), frames_seen));
     }
     Ok(())
+}
+
+/// RMSE of per-frame, per-point errors (`frames × points`, frame-major) after
+/// removing every point's mean error over the frames.
+///
+/// A session's reference is the average of its frames, so it carries the
+/// session's mean warp; every registration measures displacements from that
+/// distorted image. Like the rigid score's constant offset, this static field is
+/// a property of the chosen reference, not an error of the frame-to-frame
+/// estimate, and is removed before scoring.
+fn static_removed_rmse(diffs: &[(f64, f64)], points: usize, frames: usize) -> f64 {
+    if points == 0 || frames == 0 {
+        return f64::NAN;
+    }
+    let mut mean = vec![(0.0f64, 0.0f64); points];
+    for row in diffs.chunks(points) {
+        for (m, d) in mean.iter_mut().zip(row) {
+            m.0 += d.0 / frames as f64;
+            m.1 += d.1 / frames as f64;
+        }
+    }
+    let mse = diffs
+        .chunks(points)
+        .flat_map(|row| row.iter().zip(&mean))
+        .map(|(d, m)| (d.0 - m.0).powi(2) + (d.1 - m.1).powi(2))
+        .sum::<f64>()
+        / diffs.len() as f64;
+    mse.sqrt()
 }
 
 /// Score `run` against `truth` (an experiment folder or its `truth/`).
@@ -366,4 +401,29 @@ fn motion_table(m: &[MotionScore]) -> Table {
         .with("offset_y_px", f(&|s| s.offset_y))
         .with("max_error_px", f(&|s| s.max_error))
         .with("field_rmse_px", f(&|s| s.field_rmse.unwrap_or(f64::NAN)))
+        .with(
+            "field_rmse_static_removed_px",
+            f(&|s| s.field_rmse_static.unwrap_or(f64::NAN)),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_static_field_error_is_removed_but_frame_noise_is_not() {
+        // Two points, three frames: point 0 is off by a constant (0.5, 0),
+        // point 1 by +0.2, −0.2 and 0 in y.
+        let diffs = [
+            (0.5, 0.0),
+            (0.0, 0.2),
+            (0.5, 0.0),
+            (0.0, -0.2),
+            (0.5, 0.0),
+            (0.0, 0.0),
+        ];
+        let r = super::static_removed_rmse(&diffs, 2, 3);
+        let want = ((0.04 + 0.04) / 6.0f64).sqrt();
+        assert!((r - want).abs() < 1e-12, "{r} vs {want}");
+        assert!(super::static_removed_rmse(&[], 0, 0).is_nan());
+    }
 }
