@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod score;
+pub mod simd;
 pub mod simulate;
 pub mod study;
 pub mod track;

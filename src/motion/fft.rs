@@ -23,6 +23,13 @@ pub struct Fft2 {
     col_inv: Arc<dyn Fft<f32>>,
 }
 
+/// Where the forward transform takes its rows from.
+enum Rows<'a> {
+    Shared(&'a [f32]),
+    /// Transformed in place (realfft uses its input as scratch).
+    Consumed(&'a mut [f32]),
+}
+
 /// Working memory for one thread.
 pub struct Fft2Scratch {
     row_real: Vec<f32>,
@@ -80,21 +87,38 @@ impl Fft2 {
 
     /// Forward transform of a row-major image into `spec` (column-major).
     pub fn forward(&self, image: &[f32], spec: &mut [Complex32], s: &mut Fft2Scratch) {
+        self.forward_rows(Rows::Shared(image), spec, s);
+    }
+
+    /// [`forward`](Self::forward) using `image` itself as scratch (its content is
+    /// garbage afterwards), which saves copying every row.
+    pub fn forward_consuming(
+        &self,
+        image: &mut [f32],
+        spec: &mut [Complex32],
+        s: &mut Fft2Scratch,
+    ) {
+        self.forward_rows(Rows::Consumed(image), spec, s);
+    }
+
+    fn forward_rows(&self, mut image: Rows, spec: &mut [Complex32], s: &mut Fft2Scratch) {
         let (w, h, hw) = (self.width, self.height, self.half_width());
-        debug_assert_eq!(image.len(), w * h);
         debug_assert_eq!(spec.len(), hw * h);
         // Rows in blocks of ROWS, so the transposed writes are short contiguous runs.
         for y0 in (0..h).step_by(ROWS) {
             let rows = ROWS.min(h - y0);
             for r in 0..rows {
                 let y = y0 + r;
-                s.row_real.copy_from_slice(&image[y * w..(y + 1) * w]);
+                let out = &mut s.block[r * hw..(r + 1) * hw];
+                let row: &mut [f32] = match &mut image {
+                    Rows::Shared(img) => {
+                        s.row_real.copy_from_slice(&img[y * w..(y + 1) * w]);
+                        &mut s.row_real
+                    }
+                    Rows::Consumed(img) => &mut img[y * w..(y + 1) * w],
+                };
                 self.r2c
-                    .process_with_scratch(
-                        &mut s.row_real,
-                        &mut s.block[r * hw..(r + 1) * hw],
-                        &mut s.real_scratch,
-                    )
+                    .process_with_scratch(row, out, &mut s.real_scratch)
                     .expect("buffer sizes match the plan");
             }
             for kx in 0..hw {
@@ -215,6 +239,19 @@ mod tests {
                 assert!((a - b).abs() < 1e-3, "{w}x{h}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn consuming_forward_equals_the_forward() {
+        let (w, h) = (20, 12);
+        let fft = Fft2::new(w, h);
+        let mut s = fft.scratch();
+        let img: Vec<f32> = (0..w * h).map(|i| ((i * 13) % 7) as f32).collect();
+        let mut a = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+        let mut b = a.clone();
+        fft.forward(&img, &mut a, &mut s);
+        fft.forward_consuming(&mut img.clone(), &mut b, &mut s);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -50,6 +50,19 @@ pub fn shift_image(
     tmp: &mut [f32],
     out: &mut [f32],
 ) {
+    crate::simd::wide(|| shift_image_body(src, w, h, dx, dy, tmp, out))
+}
+
+#[inline(always)]
+fn shift_image_body(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    dx: f64,
+    dy: f64,
+    tmp: &mut [f32],
+    out: &mut [f32],
+) {
     let rows = RowShifter::new(w, dx);
     let ring = &mut tmp[..h.min(4) * w];
     let mut held = [usize::MAX; 4];
@@ -112,6 +125,7 @@ impl RowShifter {
         }
     }
 
+    #[inline(always)]
     fn shift(&self, row: &[f32], dst: &mut [f32]) {
         for &(x, idx, wt) in &self.edge_taps {
             dst[x] = wt[0] * row[idx[0]]

@@ -188,6 +188,11 @@ impl Registrar {
 
 /// Pearson correlation of two images over the region `margin` px inside the border.
 fn inner_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
+    crate::simd::wide(|| inner_correlation_body(a, b, w, h, margin))
+}
+
+#[inline(always)]
+fn inner_correlation_body(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
     let (x0, x1) = (margin, w.saturating_sub(margin));
     let (y0, y1) = (margin, h.saturating_sub(margin));
     if x1 <= x0 || y1 <= y0 {
@@ -201,33 +206,34 @@ fn inner_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) ->
     const LANES: usize = 8;
     for y in y0..y1 {
         let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
-        let mut acc = [[0.0f32; LANES]; 5];
+        let (mut la, mut lb) = ([0.0f32; LANES], [0.0f32; LANES]);
+        let (mut laa, mut lbb, mut lab) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
         let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
         let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
         for (pa, pb) in ca_it.zip(cb_it) {
             for k in 0..LANES {
                 let (u, v) = (pa[k] - ca, pb[k] - cb);
-                acc[0][k] += u;
-                acc[1][k] += v;
-                acc[2][k] += u * u;
-                acc[3][k] += v * v;
-                acc[4][k] += u * v;
+                la[k] += u;
+                lb[k] += v;
+                laa[k] += u * u;
+                lbb[k] += v * v;
+                lab[k] += u * v;
             }
         }
         for (&u, &v) in ta.iter().zip(tb) {
             let (u, v) = (u - ca, v - cb);
-            acc[0][0] += u;
-            acc[1][0] += v;
-            acc[2][0] += u * u;
-            acc[3][0] += v * v;
-            acc[4][0] += u * v;
+            la[0] += u;
+            lb[0] += v;
+            laa[0] += u * u;
+            lbb[0] += v * v;
+            lab[0] += u * v;
         }
-        let total = |k: usize| acc[k].iter().map(|&v| v as f64).sum::<f64>();
-        sa += total(0);
-        sb += total(1);
-        saa += total(2);
-        sbb += total(3);
-        sab += total(4);
+        let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
+        sa += total(&la);
+        sb += total(&lb);
+        saa += total(&laa);
+        sbb += total(&lbb);
+        sab += total(&lab);
     }
     let n = ((x1 - x0) * (y1 - y0)) as f64;
     if n < 2.0 {
@@ -483,11 +489,13 @@ fn accumulate(acc: &mut [f64], frames: &[f32], px: usize) {
     const CHUNK: usize = 8192;
     acc.par_chunks_mut(CHUNK).enumerate().for_each(|(c, a)| {
         let (start, len) = (c * CHUNK, a.len());
-        for frame in frames.chunks_exact(px) {
-            for (x, v) in a.iter_mut().zip(&frame[start..start + len]) {
-                *x += *v as f64;
+        crate::simd::wide(|| {
+            for frame in frames.chunks_exact(px) {
+                for (x, v) in a.iter_mut().zip(&frame[start..start + len]) {
+                    *x += *v as f64;
+                }
             }
-        }
+        })
     });
 }
 

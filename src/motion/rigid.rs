@@ -56,6 +56,11 @@ pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
 /// the chunking keeps f32 rounding small, and the fixed order keeps results
 /// identical on every thread count. A second pass writes the tapered values.
 pub fn prepare(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
+    crate::simd::wide(|| prepare_body(src, taper, dst))
+}
+
+#[inline(always)]
+fn prepare_body(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
     let Some(&c) = src.first() else {
         return 0.0;
     };
@@ -70,7 +75,7 @@ pub fn prepare(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
 }
 
 /// Σ (v − c) and Σ (v − c)² over `v`, in lanes and chunks as [`prepare`] describes.
-#[inline]
+#[inline(always)]
 fn shifted_sums(v: &[f32], c: f32) -> (f64, f64) {
     const LANES: usize = 8;
     let (mut total, mut total_sq) = (0.0f64, 0.0f64);
@@ -169,7 +174,8 @@ impl Correlator {
     /// frame's variance.
     pub fn surface(&self, frame: &[f32], ws: &mut Workspace) -> f64 {
         let var = prepare(frame, &self.taper, &mut ws.prepared);
-        self.fft.forward(&ws.prepared, &mut ws.spec, &mut ws.fft);
+        self.fft
+            .forward_consuming(&mut ws.prepared, &mut ws.spec, &mut ws.fft);
         for (s, r) in ws.spec.iter_mut().zip(&self.reference) {
             *s *= r;
         }
@@ -237,35 +243,45 @@ pub fn golden_max(lo: f64, hi: f64, f: impl Fn(f64) -> f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// Σ_k p_k·(cos_k + i·sin_k) for twiddles given as (sin, cos), in eight f32 lanes.
-#[inline]
-fn dot_twiddled(p: &[Complex32], tw: &[(f32, f32)]) -> (f64, f64) {
-    const LANES: usize = 8;
-    let (mut re, mut im) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let (pc, tc) = (p.chunks_exact(LANES), tw.chunks_exact(LANES));
-    let (pr, tr) = (pc.remainder(), tc.remainder());
-    for (pa, ta) in pc.zip(tc) {
+/// Σ_k p_k·(cos_k + i·sin_k), with `p` as interleaved (re, im) pairs and the
+/// twiddles interleaved to match (`c2 = [cos_0, cos_0, cos_1, cos_1, …]`, `s2`
+/// likewise). Plain products of contiguous arrays in sixteen f32 lanes, so they
+/// vectorise; even lanes then hold re·cos and re·sin, odd lanes im·cos and im·sin.
+#[inline(always)]
+fn dot_twiddled(p: &[f32], c2: &[f32], s2: &[f32]) -> (f64, f64) {
+    const LANES: usize = 16;
+    let (mut a, mut b) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = p
+        .chunks_exact(LANES)
+        .zip(c2.chunks_exact(LANES))
+        .zip(s2.chunks_exact(LANES));
+    for ((pc, cc), sc) in chunks {
         for k in 0..LANES {
-            let (s, c) = ta[k];
-            re[k] += pa[k].re * c - pa[k].im * s;
-            im[k] += pa[k].re * s + pa[k].im * c;
+            a[k] += pc[k] * cc[k];
+            b[k] += pc[k] * sc[k];
         }
     }
-    let (mut r, mut i) = (0.0f64, 0.0f64);
-    for k in 0..LANES {
-        r += re[k] as f64;
-        i += im[k] as f64;
+    // The tail starts at an even index, so its parity matches the lanes'.
+    for j in p.len() / LANES * LANES..p.len() {
+        a[j % 2] += p[j] * c2[j];
+        b[j % 2] += p[j] * s2[j];
     }
-    for (q, &(s, c)) in pr.iter().zip(tr) {
-        r += (q.re * c - q.im * s) as f64;
-        i += (q.re * s + q.im * c) as f64;
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for k in (0..LANES).step_by(2) {
+        re += a[k] as f64 - b[k + 1] as f64;
+        im += b[k] as f64 + a[k + 1] as f64;
     }
-    (r, i)
+    (re, im)
 }
 
 /// Sub-pixel maximum of the band-limited surface whose (half) spectrum is
 /// `product`, near the integer peak (bx, by).
 pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
+    crate::simd::wide(|| refine_peak_body(fft, product, bx, by, limit))
+}
+
+#[inline(always)]
+fn refine_peak_body(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
     let range = |b: f64| ((b - 1.0).max(-limit), (b + 1.0).min(limit));
     let (rx, ry) = (range(bx), range(by));
     use std::f64::consts::TAU;
@@ -278,33 +294,41 @@ pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f
         }
     };
     // Collapse the spectrum onto the x axis at row y: Q(kx) = Σ_ky P(kx,ky)·e^{2πi·fy·y/h}.
-    // Both collapses run in f32 (eight lanes, so they vectorise): each sums at most a
+    // Both collapses run in f32 (in lanes, so they vectorise): each sums at most a
     // few hundred terms, far from f32's precision limit for a peak position.
+    let flat: &[f32] = bytemuck::cast_slice(product);
     let along_x = |y: f64| -> Vec<(f64, f64)> {
-        let tw: Vec<(f32, f32)> = (0..h)
-            .map(|ky| {
-                let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
-                (s as f32, c as f32)
-            })
-            .collect();
+        let (mut c2, mut s2) = (Vec::with_capacity(2 * h), Vec::with_capacity(2 * h));
+        for ky in 0..h {
+            let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
+            c2.extend([c as f32; 2]);
+            s2.extend([s as f32; 2]);
+        }
         (0..hw)
-            .map(|kx| dot_twiddled(&product[kx * h..(kx + 1) * h], &tw))
+            .map(|kx| dot_twiddled(&flat[2 * kx * h..2 * (kx + 1) * h], &c2, &s2))
             .collect()
     };
     // Collapse onto the y axis at column x: R(ky) = Σ_kx α(kx)·P(kx,ky)·e^{2πi·kx·x/w}.
+    // Σ P·cos and Σ P·sin are accumulated over interleaved (re, im) pairs and
+    // combined at the end (R = Σ P_re·cos − P_im·sin + i·(P_re·sin + P_im·cos)).
     let along_y = |x: f64| -> Vec<(f64, f64)> {
-        let mut out = vec![(0.0f32, 0.0f32); h];
+        let (mut u, mut v) = (vec![0.0f32; 2 * h], vec![0.0f32; 2 * h]);
         for kx in 0..hw {
             let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
             let a = column_weight(kx, w);
             let (s, c) = ((a * s) as f32, (a * c) as f32);
-            let col = &product[kx * h..(kx + 1) * h];
-            for (o, p) in out.iter_mut().zip(col) {
-                o.0 += p.re * c - p.im * s;
-                o.1 += p.re * s + p.im * c;
+            let col = &flat[2 * kx * h..2 * (kx + 1) * h];
+            for ((uo, vo), &p) in u.iter_mut().zip(v.iter_mut()).zip(col) {
+                *uo += p * c;
+                *vo += p * s;
             }
         }
-        out.into_iter().map(|(a, b)| (a as f64, b as f64)).collect()
+        (0..h)
+            .map(|k| {
+                let (uc, vc) = ((u[2 * k], u[2 * k + 1]), (v[2 * k], v[2 * k + 1]));
+                ((uc.0 - vc.1) as f64, (vc.0 + uc.1) as f64)
+            })
+            .collect()
     };
     // Σ_k a_k·Re(z_k·e^{2πi·k·t/n}) by a phasor recurrence (no sin/cos per term).
     let eval_x = |q: &[(f64, f64)], x: f64| -> f64 {
