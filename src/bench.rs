@@ -86,6 +86,10 @@ pub struct MotionBench {
     pub frames: usize,
     /// One forward + inverse `size × size` real FFT on one core, ms.
     pub fft_pair_ms: f64,
+    /// FFT pairs per second with every thread transforming at once: the bound
+    /// the registration is compared with, as both cores share caches, memory and
+    /// clock speed when busy.
+    pub fft_pairs_per_s_all_threads: f64,
     /// Rigid registration throughput (all threads), frames/s, reference included.
     pub rigid_fps: f64,
     /// The same without building the reference (steady state), frames/s.
@@ -142,6 +146,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
     }
+}
+
+/// FFT pairs per second with every rayon thread running its own loop of
+/// `size²` pairs at once: the median of `blocks` timed blocks.
+fn fft_pairs_per_s_all_threads(size: usize, blocks: usize) -> f64 {
+    use crate::motion::fft::Fft2;
+    use rayon::prelude::*;
+    let fft = Fft2::new(size, size);
+    let threads = rayon::current_num_threads();
+    let reps = (400_000_000 / (size * size * 20)).clamp(10, 400);
+    let img: Vec<f32> = (0..size * size).map(|i| (i % 97) as f32).collect();
+    let rates: Vec<f64> = (0..blocks)
+        .map(|_| {
+            let t = Instant::now();
+            (0..threads).into_par_iter().for_each(|_| {
+                let mut s = fft.scratch();
+                let mut spec =
+                    vec![rustfft::num_complex::Complex32::new(0.0, 0.0); fft.spectrum_len()];
+                let mut out = vec![0.0f32; size * size];
+                for _ in 0..reps {
+                    fft.forward(&img, &mut spec, &mut s);
+                    fft.inverse(&mut spec, &mut out, &mut s);
+                }
+            });
+            (threads * reps) as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(rates)
 }
 
 /// A synthetic int16 movie: a soma-textured image at independent uniform shifts
@@ -213,6 +245,7 @@ pub fn motion(size: usize, frames: usize, nonrigid: bool, dir: &Path) -> Result<
     // The machine's speed drifts (shared host, background writeback): time the FFT
     // pair in blocks before and after the registrations and take the median.
     let mut fft_blocks = fft_pair_ms(size, 5);
+    let mut fft_rates = vec![fft_pairs_per_s_all_threads(size, 3)];
     let run = |nr: bool| -> Result<(f64, f64, f64)> {
         let params = MotionParams {
             nonrigid: nr,
@@ -230,13 +263,16 @@ pub fn motion(size: usize, frames: usize, nonrigid: bool, dir: &Path) -> Result<
     let (rigid_fps, rigid_register_fps, reference_seconds) = run(false)?;
     let nonrigid_fps = nonrigid.then(|| run(true)).transpose()?.map(|r| r.1);
     fft_blocks.extend(fft_pair_ms(size, 5));
+    fft_rates.push(fft_pairs_per_s_all_threads(size, 3));
     let fft_pair_ms = median(fft_blocks);
+    let fft_pairs_per_s_all_threads = 0.5 * (fft_rates[0] + fft_rates[1]);
     drop(input);
     std::fs::remove_file(&raw).map_err(|e| Error::output(&raw, e))?;
     Ok(MotionBench {
         size,
         frames,
         fft_pair_ms,
+        fft_pairs_per_s_all_threads,
         rigid_fps,
         rigid_register_fps,
         reference_seconds,

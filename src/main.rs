@@ -974,14 +974,17 @@ fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
         } => {
             let b = cortexmap::bench::motion(*size, *frames, *nonrigid, out)?;
             println!(
-                "motion {}x{} int16, {} frames, {} threads: FFT pair {:.2} ms on one core (bound {:.0} frames/s per core); rigid {:.0} frames/s registering ({:.2}x the {}-core bound), {:.0} frames/s with the {:.1} s reference{}; peak RSS {} MB",
+                "motion {}x{} int16, {} frames, {} threads: FFT pair {:.2} ms on one core ({:.0} pairs/s per core alone); {:.0} pairs/s with all {} threads transforming (the bound); rigid {:.0} frames/s registering ({:.2}x the bound, {:.2}x the one-core rate times {}), {:.0} frames/s with the {:.1} s reference{}; peak RSS {} MB",
                 b.size,
                 b.size,
                 b.frames,
                 b.threads,
                 b.fft_pair_ms,
                 1e3 / b.fft_pair_ms,
+                b.fft_pairs_per_s_all_threads,
+                b.threads,
                 b.rigid_register_fps,
+                b.rigid_register_fps / b.fft_pairs_per_s_all_threads,
                 b.rigid_register_fps / (b.threads as f64 * 1e3 / b.fft_pair_ms),
                 b.threads,
                 b.rigid_fps,

@@ -106,6 +106,7 @@ struct Registrar {
     blocks: Option<BlockAligner>,
     bidi: Option<f64>,
     reference: Vec<f32>,
+    reference_sums: RowPrefix,
 }
 
 /// Per-thread buffers.
@@ -170,7 +171,7 @@ impl Registrar {
             _ => interp::shift_image(frame, w, h, e.x, e.y, &mut b.tmp, out),
         }
         let margin = (e.x.abs().max(e.y.abs()).ceil() as usize + 2).min(w.min(h) / 4);
-        let corr = inner_correlation(out, &self.reference, w, h, margin);
+        let corr = inner_correlation(out, &self.reference, &self.reference_sums, w, h, margin);
         (
             FrameMotion {
                 shift_x: e.x as f32,
@@ -186,61 +187,109 @@ impl Registrar {
     }
 }
 
-/// Pearson correlation of two images over the region `margin` px inside the border.
-fn inner_correlation(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
-    crate::simd::wide(|| inner_correlation_body(a, b, w, h, margin))
+/// Row-wise running sums of an image and of its squares, in f64, so that the sums
+/// over any rectangle cost one subtraction per row.
+struct RowPrefix {
+    w: usize,
+    /// Per row, `w + 1` running sums of the values, then of their squares.
+    sums: Vec<f64>,
+    squares: Vec<f64>,
+}
+
+impl RowPrefix {
+    fn new(img: &[f32], w: usize) -> Self {
+        let (mut sums, mut squares) = (Vec::new(), Vec::new());
+        for row in img.chunks(w) {
+            let (mut s, mut q) = (0.0f64, 0.0f64);
+            sums.push(0.0);
+            squares.push(0.0);
+            for &v in row {
+                s += v as f64;
+                q += v as f64 * v as f64;
+                sums.push(s);
+                squares.push(q);
+            }
+        }
+        RowPrefix { w, sums, squares }
+    }
+
+    /// Σ v and Σ v² over rows [y0, y1) and columns [x0, x1).
+    fn rect(&self, x0: usize, x1: usize, y0: usize, y1: usize) -> (f64, f64) {
+        let stride = self.w + 1;
+        (y0..y1).fold((0.0, 0.0), |(s, q), y| {
+            let r = y * stride;
+            (
+                s + self.sums[r + x1] - self.sums[r + x0],
+                q + self.squares[r + x1] - self.squares[r + x0],
+            )
+        })
+    }
+}
+
+/// Pearson correlation of two images over the region `margin` px inside the
+/// border; `b_sums` are `b`'s running sums (the reference's, fixed per session).
+fn inner_correlation(
+    a: &[f32],
+    b: &[f32],
+    b_sums: &RowPrefix,
+    w: usize,
+    h: usize,
+    margin: usize,
+) -> f64 {
+    crate::simd::wide(|| inner_correlation_body(a, b, b_sums, w, h, margin))
 }
 
 #[inline(always)]
-fn inner_correlation_body(a: &[f32], b: &[f32], w: usize, h: usize, margin: usize) -> f64 {
+fn inner_correlation_body(
+    a: &[f32],
+    b: &[f32],
+    b_sums: &RowPrefix,
+    w: usize,
+    h: usize,
+    margin: usize,
+) -> f64 {
     let (x0, x1) = (margin, w.saturating_sub(margin));
     let (y0, y1) = (margin, h.saturating_sub(margin));
     if x1 <= x0 || y1 <= y0 {
         return f64::NAN;
     }
-    // Sums of values shifted by one sample of each image (to keep the f32 lane
-    // sums small next to the variance), in eight f32 lanes per row so they
-    // vectorise, rows added in f64.
-    let (ca, cb) = (a[y0 * w + x0], b[y0 * w + x0]);
-    let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    // Σu, Σu² and Σu·b with u = a shifted by one of its samples (keeping the f32
+    // lane sums small next to the variance), in eight f32 lanes per row so they
+    // vectorise, rows added in f64. The reference's own sums come from `b_sums`.
+    let ca = a[y0 * w + x0];
+    let (mut su, mut suu, mut sub) = (0.0f64, 0.0, 0.0);
     const LANES: usize = 8;
     for y in y0..y1 {
         let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
-        let (mut la, mut lb) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let (mut laa, mut lbb, mut lab) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        let (mut lu, mut luu, mut lub) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
         let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
         let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
         for (pa, pb) in ca_it.zip(cb_it) {
             for k in 0..LANES {
-                let (u, v) = (pa[k] - ca, pb[k] - cb);
-                la[k] += u;
-                lb[k] += v;
-                laa[k] += u * u;
-                lbb[k] += v * v;
-                lab[k] += u * v;
+                let u = pa[k] - ca;
+                lu[k] += u;
+                luu[k] += u * u;
+                lub[k] += u * pb[k];
             }
         }
         for (&u, &v) in ta.iter().zip(tb) {
-            let (u, v) = (u - ca, v - cb);
-            la[0] += u;
-            lb[0] += v;
-            laa[0] += u * u;
-            lbb[0] += v * v;
-            lab[0] += u * v;
+            let u = u - ca;
+            lu[0] += u;
+            luu[0] += u * u;
+            lub[0] += u * v;
         }
         let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
-        sa += total(&la);
-        sb += total(&lb);
-        saa += total(&laa);
-        sbb += total(&lbb);
-        sab += total(&lab);
+        su += total(&lu);
+        suu += total(&luu);
+        sub += total(&lub);
     }
+    let (sb, sbb) = b_sums.rect(x0, x1, y0, y1);
     let n = ((x1 - x0) * (y1 - y0)) as f64;
     if n < 2.0 {
         return f64::NAN;
     }
-    let cov = sab - sa * sb / n;
-    let va = saa - sa * sa / n;
+    let cov = sub - su * sb / n;
+    let va = suu - su * su / n;
     let vb = sbb - sb * sb / n;
     if va <= 0.0 || vb <= 0.0 {
         return f64::NAN;
@@ -362,6 +411,7 @@ pub fn register_session(
             )
         }),
         bidi,
+        reference_sums: RowPrefix::new(&reference, w),
         reference: reference.clone(),
     };
     let reference_seconds = started.elapsed().as_secs_f64();
@@ -585,12 +635,13 @@ mod tests {
             .map(|(i, v)| 0.5 * v + ((i * 13) % 29) as f32)
             .collect();
         for margin in [0, 3, 10] {
-            let r = inner_correlation(&a, &b, w, h, margin);
+            let r = inner_correlation(&a, &b, &RowPrefix::new(&b, w), w, h, margin);
             let p = plain_correlation(&a, &b, w, h, margin);
             assert!((r - p).abs() < 1e-5, "margin {margin}: {r} vs {p}");
         }
-        assert!(inner_correlation(&a, &b, w, h, 40).is_nan());
+        let b_sums = RowPrefix::new(&b, w);
+        assert!(inner_correlation(&a, &b, &b_sums, w, h, 40).is_nan());
         let flat = vec![7.0f32; w * h];
-        assert!(inner_correlation(&flat, &b, w, h, 2).is_nan());
+        assert!(inner_correlation(&flat, &b, &b_sums, w, h, 2).is_nan());
     }
 }
