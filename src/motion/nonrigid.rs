@@ -224,13 +224,18 @@ impl BlockAligner {
             for bx in 0..nx {
                 let k = by * nx + bx;
                 self.grid.extract(frame, self.width, bx, by, &mut bw.block);
-                self.blocks[k].surface(&bw.block, &mut bw.ws);
+                let var = self.blocks[k].surface(&bw.block, &mut bw.ws);
                 let win = &mut bw.surfaces[k];
                 win.clear();
                 win.extend_from_slice(&bw.ws.window);
                 // A confident block's sub-pixel peak comes from its own spectrum,
-                // like the rigid step's; weak blocks are resolved below.
+                // like the rigid step's; weak blocks are resolved below. A flat
+                // block (no variance: a dark or saturated region) has an all-zero
+                // window, whose "peak" means nothing: it must borrow.
                 let mut e = peak_of_window(win, half, m, m);
+                if !(var > 0.0) {
+                    e.snr = 0.0;
+                }
                 if e.snr >= self.snr_threshold {
                     let limit = m as f64 + 0.5;
                     (e.x, e.y) = refine_peak(
@@ -262,7 +267,18 @@ impl BlockAligner {
                             }
                         }
                     }
-                    peak_of_window(&acc, half, m, m)
+                    if acc.iter().all(|&v| v == 0.0) {
+                        // Nothing around it to borrow from either: keep the rigid shift.
+                        Estimate {
+                            x: 0.0,
+                            y: 0.0,
+                            peak: 0.0,
+                            snr: 0.0,
+                            clamped: false,
+                        }
+                    } else {
+                        peak_of_window(&acc, half, m, m)
+                    }
                 };
                 BlockShift {
                     x: e.x as f32,
@@ -286,6 +302,41 @@ mod tests {
         assert_eq!(*g.x0.last().unwrap() + g.size_x, 512);
         let small = BlockGrid::new(60, 40, 128);
         assert_eq!((small.size_x, small.size_y, small.n_blocks()), (60, 40, 1));
+    }
+
+    #[test]
+    fn a_flat_block_follows_its_neighbours_instead_of_the_window_corner() {
+        // Textured everywhere except a constant top-left corner that covers the
+        // first block entirely; the frame equals the reference, so every block's
+        // shift is zero.
+        let (w, h) = (96, 96);
+        let mut reference: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                100.0
+                    + 30.0 * (x * 0.7).sin() * (y * 0.45).cos()
+                    + 20.0 * (x * 0.23 + y * 0.31).sin()
+            })
+            .collect();
+        for y in 0..40 {
+            for x in 0..40 {
+                reference[y * w + x] = 100.0;
+            }
+        }
+        let aligner = BlockAligner::new(&reference, w, h, 32, 4, 1.15, 1.2);
+        let mut bw = aligner.workspace();
+        let shifts = aligner.estimate(&reference, &mut bw);
+        let flat = shifts[0];
+        assert!(
+            flat.x.abs() < 0.25 && flat.y.abs() < 0.25,
+            "flat block: {flat:?}"
+        );
+        assert_eq!(flat.snr, 0.0);
+        // A frame that is flat everywhere keeps the rigid solution in every block.
+        let blank = vec![100.0f32; w * h];
+        for s in aligner.estimate(&blank, &mut bw) {
+            assert_eq!((s.x, s.y), (0.0, 0.0));
+        }
     }
 
     #[test]
