@@ -10,6 +10,21 @@
 
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
+/// Median of the finite values of `v`; NaN when there are none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
 /// One-sided Wilcoxon signed-rank p-value for `diffs > 0` (response above
 /// baseline). NaN when every difference is zero or non-finite.
 pub fn wilcoxon_greater(diffs: &[f64]) -> f64 {
@@ -115,6 +130,14 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_ignores_non_finite_values() {
+        assert_eq!(median(vec![3.0, f64::NAN, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, f64::INFINITY, 2.0, 3.0]), 2.5);
+        assert!(median(vec![f64::NAN]).is_nan());
+        assert!(median(Vec::new()).is_nan());
+    }
 
     #[test]
     fn wilcoxon_exact_matches_the_enumeration() {

@@ -146,15 +146,11 @@ impl Fft2 {
             }
             for r in 0..rows {
                 let y = y0 + r;
-                let row = &mut s.block[r * hw..(r + 1) * hw];
-                // A real signal's DC (and, for even widths, Nyquist) terms are real.
-                row[0].im = 0.0;
-                if w % 2 == 0 {
-                    row[hw - 1].im = 0.0;
-                }
-                self.c2r
-                    .process_with_scratch(row, &mut s.row_real, &mut s.real_scratch)
-                    .expect("buffer sizes match the plan");
+                self.row_to_real(
+                    &mut s.block[r * hw..(r + 1) * hw],
+                    &mut s.row_real,
+                    &mut s.real_scratch,
+                );
                 for (o, v) in image[y * w..(y + 1) * w].iter_mut().zip(&s.row_real) {
                     *o = v * norm;
                 }
@@ -192,18 +188,27 @@ impl Fft2 {
         }
         let norm = 1.0 / (w * h) as f32;
         for r in 0..side {
-            let row = &mut s.window_rows[r * hw..(r + 1) * hw];
-            row[0].im = 0.0;
-            if w % 2 == 0 {
-                row[hw - 1].im = 0.0;
-            }
-            self.c2r
-                .process_with_scratch(row, &mut s.row_real, &mut s.real_scratch)
-                .expect("buffer sizes match the plan");
+            self.row_to_real(
+                &mut s.window_rows[r * hw..(r + 1) * hw],
+                &mut s.row_real,
+                &mut s.real_scratch,
+            );
             for (c, o) in window[r * side..(r + 1) * side].iter_mut().enumerate() {
                 *o = s.row_real[wrap(c as isize - m as isize, w)] * norm;
             }
         }
+    }
+
+    /// Inverse real transform of one half-spectrum row (unnormalised).
+    fn row_to_real(&self, row: &mut [Complex32], out: &mut [f32], scratch: &mut [Complex32]) {
+        // A real signal's DC (and, for even widths, Nyquist) terms are real.
+        row[0].im = 0.0;
+        if self.width.is_multiple_of(2) {
+            row[row.len() - 1].im = 0.0;
+        }
+        self.c2r
+            .process_with_scratch(row, out, scratch)
+            .expect("buffer sizes match the plan");
     }
 
     /// Signed frequency index of column `kx` (always ≥ 0 for the half spectrum)

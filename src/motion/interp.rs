@@ -50,43 +50,32 @@ pub fn shift_image(
     tmp: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::simd::wide(|| shift_image_body(src, w, h, dx, dy, tmp, out))
-}
-
-#[inline(always)]
-fn shift_image_body(
-    src: &[f32],
-    w: usize,
-    h: usize,
-    dx: f64,
-    dy: f64,
-    tmp: &mut [f32],
-    out: &mut [f32],
-) {
-    let rows = RowShifter::new(w, dx);
-    let ring = &mut tmp[..h.min(4) * w];
-    let mut held = [usize::MAX; 4];
-    for y in 0..h {
-        let (idx, wt) = taps(y as f64 + dy, h);
-        // The four taps are consecutive rows (repeated at the clamped edges), so
-        // row r can live in slot r mod 4.
-        for &r in &idx {
-            let slot = r % 4;
-            if held[slot] != r {
-                rows.shift(
-                    &src[r * w..(r + 1) * w],
-                    &mut ring[slot * w..(slot + 1) * w],
-                );
-                held[slot] = r;
+    crate::simd::wide(|| {
+        let rows = RowShifter::new(w, dx);
+        let ring = &mut tmp[..h.min(4) * w];
+        let mut held = [usize::MAX; 4];
+        for y in 0..h {
+            let (idx, wt) = taps(y as f64 + dy, h);
+            // The four taps are consecutive rows (repeated at the clamped edges), so
+            // row r can live in slot r mod 4.
+            for &r in &idx {
+                let slot = r % 4;
+                if held[slot] != r {
+                    rows.shift(
+                        &src[r * w..(r + 1) * w],
+                        &mut ring[slot * w..(slot + 1) * w],
+                    );
+                    held[slot] = r;
+                }
+            }
+            let row = |j: usize| &ring[(idx[j] % 4) * w..(idx[j] % 4 + 1) * w];
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let dst = &mut out[y * w..(y + 1) * w];
+            for ((((d, a), b), c), e) in dst.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *d = wt[0] * a + wt[1] * b + wt[2] * c + wt[3] * e;
             }
         }
-        let row = |j: usize| &ring[(idx[j] % 4) * w..(idx[j] % 4 + 1) * w];
-        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-        let dst = &mut out[y * w..(y + 1) * w];
-        for ((((d, a), b), c), e) in dst.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-            *d = wt[0] * a + wt[1] * b + wt[2] * c + wt[3] * e;
-        }
-    }
+    })
 }
 
 /// Resamples rows at `x + dx`: every pixel shares the fractional weights; only

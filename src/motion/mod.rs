@@ -128,7 +128,8 @@ impl Registrar {
             rigid: self.rigid.workspace(),
             blocks: self.blocks.as_ref().map(|b| b.workspace()),
             input: vec![0.0; n],
-            tmp: vec![0.0; n],
+            // shift_image resamples through a ring of four rows.
+            tmp: vec![0.0; 4 * self.w],
             moved: vec![0.0; n],
             dx: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
             dy: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
@@ -236,65 +237,57 @@ fn inner_correlation(
     h: usize,
     margin: usize,
 ) -> f64 {
-    crate::simd::wide(|| inner_correlation_body(a, b, b_sums, w, h, margin))
-}
-
-#[inline(always)]
-fn inner_correlation_body(
-    a: &[f32],
-    b: &[f32],
-    b_sums: &RowPrefix,
-    w: usize,
-    h: usize,
-    margin: usize,
-) -> f64 {
-    let (x0, x1) = (margin, w.saturating_sub(margin));
-    let (y0, y1) = (margin, h.saturating_sub(margin));
-    if x1 <= x0 || y1 <= y0 {
-        return f64::NAN;
-    }
-    // Σu, Σu² and Σu·b with u = a shifted by one of its samples (keeping the f32
-    // lane sums small next to the variance), in eight f32 lanes per row so they
-    // vectorise, rows added in f64. The reference's own sums come from `b_sums`.
-    let ca = a[y0 * w + x0];
-    let (mut su, mut suu, mut sub) = (0.0f64, 0.0, 0.0);
-    const LANES: usize = 8;
-    for y in y0..y1 {
-        let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
-        let (mut lu, mut luu, mut lub) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
-        let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
-        let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
-        for (pa, pb) in ca_it.zip(cb_it) {
-            for k in 0..LANES {
-                let u = pa[k] - ca;
-                lu[k] += u;
-                luu[k] += u * u;
-                lub[k] += u * pb[k];
+    crate::simd::wide(|| {
+        let (x0, x1) = (margin, w.saturating_sub(margin));
+        let (y0, y1) = (margin, h.saturating_sub(margin));
+        if x1 <= x0 || y1 <= y0 {
+            return f64::NAN;
+        }
+        // Σu, Σu² and Σu·b with u = a shifted by one of its samples (keeping the f32
+        // lane sums small next to the variance), in eight f32 lanes per row so they
+        // vectorise, rows added in f64. The reference's own sums come from `b_sums`.
+        let ca = a[y0 * w + x0];
+        let (mut su, mut suu, mut sub) = (0.0f64, 0.0, 0.0);
+        const LANES: usize = 8;
+        for y in y0..y1 {
+            let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
+            let (mut lu, mut luu, mut lub) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+            let mut add = |pa: &[f32], pb: &[f32]| {
+                for k in 0..LANES {
+                    let u = pa[k] - ca;
+                    lu[k] += u;
+                    luu[k] += u * u;
+                    lub[k] += u * pb[k];
+                }
+            };
+            let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+            let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
+            for (pa, pb) in ca_it.zip(cb_it) {
+                add(pa, pb);
             }
+            // The tail, padded with values that add nothing (u = 0).
+            let (mut pa, mut pb) = ([ca; LANES], [0.0f32; LANES]);
+            pa[..ta.len()].copy_from_slice(ta);
+            pb[..tb.len()].copy_from_slice(tb);
+            add(&pa, &pb);
+            let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
+            su += total(&lu);
+            suu += total(&luu);
+            sub += total(&lub);
         }
-        for (&u, &v) in ta.iter().zip(tb) {
-            let u = u - ca;
-            lu[0] += u;
-            luu[0] += u * u;
-            lub[0] += u * v;
+        let (sb, sbb) = b_sums.rect(x0, x1, y0, y1);
+        let n = ((x1 - x0) * (y1 - y0)) as f64;
+        if n < 2.0 {
+            return f64::NAN;
         }
-        let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
-        su += total(&lu);
-        suu += total(&luu);
-        sub += total(&lub);
-    }
-    let (sb, sbb) = b_sums.rect(x0, x1, y0, y1);
-    let n = ((x1 - x0) * (y1 - y0)) as f64;
-    if n < 2.0 {
-        return f64::NAN;
-    }
-    let cov = sub - su * sb / n;
-    let va = suu - su * su / n;
-    let vb = sbb - sb * sb / n;
-    if va <= 0.0 || vb <= 0.0 {
-        return f64::NAN;
-    }
-    cov / (va * vb).sqrt()
+        let cov = sub - su * sb / n;
+        let va = suu - su * su / n;
+        let vb = sbb - sb * sb / n;
+        if va <= 0.0 || vb <= 0.0 {
+            return f64::NAN;
+        }
+        cov / (va * vb).sqrt()
+    })
 }
 
 /// Crispness of an image: the Frobenius norm of its gradient (central

@@ -200,16 +200,7 @@ impl BlockAligner {
             ws: self.blocks[0].workspace(),
             block: vec![0.0; self.grid.size_x * self.grid.size_y],
             surfaces: vec![Vec::new(); self.grid.n_blocks()],
-            estimates: vec![
-                Estimate {
-                    x: 0.0,
-                    y: 0.0,
-                    peak: 0.0,
-                    snr: 0.0,
-                    clamped: false,
-                };
-                self.grid.n_blocks()
-            ],
+            estimates: vec![Estimate::NONE; self.grid.n_blocks()],
         }
     }
 
@@ -269,13 +260,7 @@ impl BlockAligner {
                     }
                     if acc.iter().all(|&v| v == 0.0) {
                         // Nothing around it to borrow from either: keep the rigid shift.
-                        Estimate {
-                            x: 0.0,
-                            y: 0.0,
-                            peak: 0.0,
-                            snr: 0.0,
-                            clamped: false,
-                        }
+                        Estimate::NONE
                     } else {
                         peak_of_window(&acc, half, m, m)
                     }

@@ -32,6 +32,17 @@ pub struct Estimate {
     pub clamped: bool,
 }
 
+impl Estimate {
+    /// No shift and no evidence: a constant frame, or a block with nothing to go on.
+    pub const NONE: Estimate = Estimate {
+        x: 0.0,
+        y: 0.0,
+        peak: 0.0,
+        snr: 0.0,
+        clamped: false,
+    };
+}
+
 /// A separable cosine taper that is 1 inside and falls to 0 over `edge` pixels.
 pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
     let ramp = |i: usize, n: usize| -> f32 {
@@ -56,22 +67,19 @@ pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
 /// the chunking keeps f32 rounding small, and the fixed order keeps results
 /// identical on every thread count. A second pass writes the tapered values.
 pub fn prepare(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
-    crate::simd::wide(|| prepare_body(src, taper, dst))
-}
-
-#[inline(always)]
-fn prepare_body(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
-    let Some(&c) = src.first() else {
-        return 0.0;
-    };
-    let n = src.len() as f64;
-    let (sum, sum_sq) = shifted_sums(src, c);
-    let mean_shifted = sum / n;
-    let m = (c as f64 + mean_shifted) as f32;
-    for ((d, &s), &t) in dst.iter_mut().zip(src).zip(taper) {
-        *d = (s - m) * t;
-    }
-    sum_sq / n - mean_shifted * mean_shifted
+    crate::simd::wide(|| {
+        let Some(&c) = src.first() else {
+            return 0.0;
+        };
+        let n = src.len() as f64;
+        let (sum, sum_sq) = shifted_sums(src, c);
+        let mean_shifted = sum / n;
+        let m = (c as f64 + mean_shifted) as f32;
+        for ((d, &s), &t) in dst.iter_mut().zip(src).zip(taper) {
+            *d = (s - m) * t;
+        }
+        sum_sq / n - mean_shifted * mean_shifted
+    })
 }
 
 /// Σ (v − c) and Σ (v − c)² over `v`, in lanes and chunks as [`prepare`] describes.
@@ -188,13 +196,7 @@ impl Correlator {
     pub fn estimate(&self, frame: &[f32], ws: &mut Workspace) -> Estimate {
         let var = self.surface(frame, ws);
         if var.is_nan() || var <= 0.0 {
-            return Estimate {
-                x: 0.0,
-                y: 0.0,
-                peak: 0.0,
-                snr: 0.0,
-                clamped: false,
-            };
+            return Estimate::NONE;
         }
         // Shifts beyond half the frame alias: search at most w/2 − 1 and h/2 − 1.
         let (w, h) = (self.fft.width, self.fft.height);
@@ -277,99 +279,96 @@ fn dot_twiddled(p: &[f32], c2: &[f32], s2: &[f32]) -> (f64, f64) {
 /// Sub-pixel maximum of the band-limited surface whose (half) spectrum is
 /// `product`, near the integer peak (bx, by).
 pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
-    crate::simd::wide(|| refine_peak_body(fft, product, bx, by, limit))
-}
-
-#[inline(always)]
-fn refine_peak_body(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
-    let range = |b: f64| ((b - 1.0).max(-limit), (b + 1.0).min(limit));
-    let (rx, ry) = (range(bx), range(by));
-    use std::f64::consts::TAU;
-    let (w, h, hw) = (fft.width, fft.height, fft.half_width());
-    let signed_y = |ky: usize| {
-        if ky <= h / 2 {
-            ky as f64
-        } else {
-            ky as f64 - h as f64
-        }
-    };
-    // Collapse the spectrum onto the x axis at row y: Q(kx) = Σ_ky P(kx,ky)·e^{2πi·fy·y/h}.
-    // Both collapses run in f32 (in lanes, so they vectorise): each sums at most a
-    // few hundred terms, far from f32's precision limit for a peak position.
-    let flat: &[f32] = bytemuck::cast_slice(product);
-    let along_x = |y: f64| -> Vec<(f64, f64)> {
-        let (mut c2, mut s2) = (Vec::with_capacity(2 * h), Vec::with_capacity(2 * h));
-        for ky in 0..h {
-            let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
-            c2.extend([c as f32; 2]);
-            s2.extend([s as f32; 2]);
-        }
-        (0..hw)
-            .map(|kx| dot_twiddled(&flat[2 * kx * h..2 * (kx + 1) * h], &c2, &s2))
-            .collect()
-    };
-    // Collapse onto the y axis at column x: R(ky) = Σ_kx α(kx)·P(kx,ky)·e^{2πi·kx·x/w}.
-    // Σ P·cos and Σ P·sin are accumulated over interleaved (re, im) pairs and
-    // combined at the end (R = Σ P_re·cos − P_im·sin + i·(P_re·sin + P_im·cos)).
-    let along_y = |x: f64| -> Vec<(f64, f64)> {
-        let (mut u, mut v) = (vec![0.0f32; 2 * h], vec![0.0f32; 2 * h]);
-        for kx in 0..hw {
-            let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
-            let a = column_weight(kx, w);
-            let (s, c) = ((a * s) as f32, (a * c) as f32);
-            let col = &flat[2 * kx * h..2 * (kx + 1) * h];
-            for ((uo, vo), &p) in u.iter_mut().zip(v.iter_mut()).zip(col) {
-                *uo += p * c;
-                *vo += p * s;
+    crate::simd::wide(|| {
+        let range = |b: f64| ((b - 1.0).max(-limit), (b + 1.0).min(limit));
+        let (rx, ry) = (range(bx), range(by));
+        use std::f64::consts::TAU;
+        let (w, h, hw) = (fft.width, fft.height, fft.half_width());
+        let signed_y = |ky: usize| {
+            if ky <= h / 2 {
+                ky as f64
+            } else {
+                ky as f64 - h as f64
             }
-        }
-        (0..h)
-            .map(|k| {
-                let (uc, vc) = ((u[2 * k], u[2 * k + 1]), (v[2 * k], v[2 * k + 1]));
-                ((uc.0 - vc.1) as f64, (vc.0 + uc.1) as f64)
-            })
-            .collect()
-    };
-    // Σ_k a_k·Re(z_k·e^{2πi·k·t/n}) by a phasor recurrence (no sin/cos per term).
-    let eval_x = |q: &[(f64, f64)], x: f64| -> f64 {
-        let (s1, c1) = (TAU * x / w as f64).sin_cos();
-        let (mut c, mut s) = (1.0f64, 0.0f64);
-        let mut acc = 0.0;
-        for (kx, &(re, im)) in q.iter().enumerate() {
-            acc += column_weight(kx, w) * (re * c - im * s);
-            (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
-        }
-        acc
-    };
-    let eval_y = |r: &[(f64, f64)], y: f64| -> f64 {
-        let (s1, c1) = (TAU * y / h as f64).sin_cos();
-        // Non-negative frequencies 0..=h/2 step forwards, negative ones backwards.
-        let (mut c, mut s) = (1.0f64, 0.0f64);
-        let mut acc = 0.0;
-        for &(re, im) in r.iter().take(h / 2 + 1) {
-            acc += re * c - im * s;
-            (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
-        }
-        let (mut c, mut s) = (c1, -s1);
-        for &(re, im) in r.iter().skip(h / 2 + 1).rev() {
-            acc += re * c - im * s;
-            (c, s) = (c * c1 + s * s1, s * c1 - c * s1);
-        }
-        acc
-    };
-    let x1 = {
-        let q = along_x(by);
-        golden_max(rx.0, rx.1, |x| eval_x(&q, x))
-    };
-    let y = {
-        let r = along_y(x1);
-        golden_max(ry.0, ry.1, |y| eval_y(&r, y))
-    };
-    let x = {
-        let q = along_x(y);
-        golden_max(rx.0, rx.1, |x| eval_x(&q, x))
-    };
-    (x, y)
+        };
+        // Collapse the spectrum onto the x axis at row y: Q(kx) = Σ_ky P(kx,ky)·e^{2πi·fy·y/h}.
+        // Both collapses run in f32 (in lanes, so they vectorise): each sums at most a
+        // few hundred terms, far from f32's precision limit for a peak position.
+        let flat: &[f32] = bytemuck::cast_slice(product);
+        let along_x = |y: f64| -> Vec<(f64, f64)> {
+            let (mut c2, mut s2) = (Vec::with_capacity(2 * h), Vec::with_capacity(2 * h));
+            for ky in 0..h {
+                let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
+                c2.extend([c as f32; 2]);
+                s2.extend([s as f32; 2]);
+            }
+            (0..hw)
+                .map(|kx| dot_twiddled(&flat[2 * kx * h..2 * (kx + 1) * h], &c2, &s2))
+                .collect()
+        };
+        // Collapse onto the y axis at column x: R(ky) = Σ_kx α(kx)·P(kx,ky)·e^{2πi·kx·x/w}.
+        // Σ P·cos and Σ P·sin are accumulated over interleaved (re, im) pairs and
+        // combined at the end (R = Σ P_re·cos − P_im·sin + i·(P_re·sin + P_im·cos)).
+        let along_y = |x: f64| -> Vec<(f64, f64)> {
+            let (mut u, mut v) = (vec![0.0f32; 2 * h], vec![0.0f32; 2 * h]);
+            for kx in 0..hw {
+                let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
+                let a = column_weight(kx, w);
+                let (s, c) = ((a * s) as f32, (a * c) as f32);
+                let col = &flat[2 * kx * h..2 * (kx + 1) * h];
+                for ((uo, vo), &p) in u.iter_mut().zip(v.iter_mut()).zip(col) {
+                    *uo += p * c;
+                    *vo += p * s;
+                }
+            }
+            (0..h)
+                .map(|k| {
+                    let (uc, vc) = ((u[2 * k], u[2 * k + 1]), (v[2 * k], v[2 * k + 1]));
+                    ((uc.0 - vc.1) as f64, (vc.0 + uc.1) as f64)
+                })
+                .collect()
+        };
+        // Σ_k a_k·Re(z_k·e^{2πi·k·t/n}) by a phasor recurrence (no sin/cos per term).
+        let eval_x = |q: &[(f64, f64)], x: f64| -> f64 {
+            let (s1, c1) = (TAU * x / w as f64).sin_cos();
+            let (mut c, mut s) = (1.0f64, 0.0f64);
+            let mut acc = 0.0;
+            for (kx, &(re, im)) in q.iter().enumerate() {
+                acc += column_weight(kx, w) * (re * c - im * s);
+                (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
+            }
+            acc
+        };
+        let eval_y = |r: &[(f64, f64)], y: f64| -> f64 {
+            let (s1, c1) = (TAU * y / h as f64).sin_cos();
+            // Non-negative frequencies 0..=h/2 step forwards, negative ones backwards.
+            let (mut c, mut s) = (1.0f64, 0.0f64);
+            let mut acc = 0.0;
+            for &(re, im) in r.iter().take(h / 2 + 1) {
+                acc += re * c - im * s;
+                (c, s) = (c * c1 - s * s1, s * c1 + c * s1);
+            }
+            let (mut c, mut s) = (c1, -s1);
+            for &(re, im) in r.iter().skip(h / 2 + 1).rev() {
+                acc += re * c - im * s;
+                (c, s) = (c * c1 + s * s1, s * c1 - c * s1);
+            }
+            acc
+        };
+        let x1 = {
+            let q = along_x(by);
+            golden_max(rx.0, rx.1, |x| eval_x(&q, x))
+        };
+        let y = {
+            let r = along_y(x1);
+            golden_max(ry.0, ry.1, |y| eval_y(&r, y))
+        };
+        let x = {
+            let q = along_x(y);
+            golden_max(rx.0, rx.1, |x| eval_x(&q, x))
+        };
+        (x, y)
+    })
 }
 
 impl Workspace {

@@ -184,27 +184,24 @@ const ROUNDING_MAGIC: f32 = 12_582_912.0;
 /// saturating `as i32` (scalar code), it is plain arithmetic and bit operations,
 /// which the compiler vectorises.
 fn f32_to_i16_le(src: &[f32], dst: &mut [u8]) -> u32 {
-    crate::simd::wide(|| f32_to_i16_le_body(src, dst))
-}
-
-#[inline(always)]
-fn f32_to_i16_le_body(src: &[f32], dst: &mut [u8]) -> u32 {
-    debug_assert_eq!(dst.len(), src.len() * 2);
-    let magic_bits = ROUNDING_MAGIC.to_bits() as i32;
-    let mut clamped = 0u32;
-    for (v, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
-        let x = v.clamp(-32769.0, 32768.0);
-        let y = x + ROUNDING_MAGIC;
-        let even = y.to_bits() as i32 - magic_bits;
-        let diff = x - (y - ROUNDING_MAGIC);
-        let up = (diff == 0.5) & (x > 0.0);
-        let down = (diff == -0.5) & (x < 0.0);
-        let rounded = even + i32::from(up) - i32::from(down);
-        let c = rounded.clamp(i32::from(i16::MIN), i32::from(i16::MAX));
-        clamped += u32::from(c != rounded);
-        d.copy_from_slice(&(c as i16).to_le_bytes());
-    }
-    clamped
+    crate::simd::wide(|| {
+        debug_assert_eq!(dst.len(), src.len() * 2);
+        let magic_bits = ROUNDING_MAGIC.to_bits() as i32;
+        let mut clamped = 0u32;
+        for (v, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
+            let x = v.clamp(-32769.0, 32768.0);
+            let y = x + ROUNDING_MAGIC;
+            let even = y.to_bits() as i32 - magic_bits;
+            let diff = x - (y - ROUNDING_MAGIC);
+            let up = (diff == 0.5) & (x > 0.0);
+            let down = (diff == -0.5) & (x < 0.0);
+            let rounded = even + i32::from(up) - i32::from(down);
+            let c = rounded.clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+            clamped += u32::from(c != rounded);
+            d.copy_from_slice(&(c as i16).to_le_bytes());
+        }
+        clamped
+    })
 }
 
 fn f32_to_f32_le(src: &[f32], dst: &mut [u8]) {
@@ -215,15 +212,12 @@ fn f32_to_f32_le(src: &[f32], dst: &mut [u8]) {
 }
 
 fn i16_le_to_f32(src: &[u8], dst: &mut [f32]) {
-    crate::simd::wide(|| i16_le_to_f32_body(src, dst))
-}
-
-#[inline(always)]
-fn i16_le_to_f32_body(src: &[u8], dst: &mut [f32]) {
-    debug_assert_eq!(src.len(), dst.len() * 2);
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = f32::from(i16::from_le_bytes([s[0], s[1]]));
-    }
+    crate::simd::wide(|| {
+        debug_assert_eq!(src.len(), dst.len() * 2);
+        for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *d = f32::from(i16::from_le_bytes([s[0], s[1]]));
+        }
+    })
 }
 
 fn f32_le_to_f32(src: &[u8], dst: &mut [f32]) {

@@ -55,10 +55,7 @@ pub fn run_transfer(
         if todo.is_empty() {
             continue;
         }
-        let summary = summaries
-            .iter()
-            .find(|x| x.id == sess.id)
-            .ok_or_else(|| Error::internal(format!("no summary of {}", sess.id)))?;
+        let summary = summary_of(summaries, &sess.id)?;
         let store = FrameStore::open(layout.store(&sess.id))?;
         let valid = valid_rect(boxes, &sess.id, summary.width, summary.height);
         let inputs: Vec<RoiInput> = todo
@@ -100,6 +97,13 @@ pub fn run_transfer(
     Ok(plan)
 }
 
+fn summary_of<'a>(summaries: &'a [SessionSummary], id: &str) -> Result<&'a SessionSummary> {
+    summaries
+        .iter()
+        .find(|x| x.id == id)
+        .ok_or_else(|| Error::internal(format!("no summary of session {id}")))
+}
+
 /// A session as the planner sees it: its valid box and the pixels its ROIs cover.
 /// The frame store and the alignment image must have one size.
 fn target_session(
@@ -108,10 +112,7 @@ fn target_session(
     boxes: &[(String, [usize; 4])],
     roi_pixels: &BTreeMap<String, Vec<Vec<u32>>>,
 ) -> Result<TargetSession> {
-    let summary = summaries
-        .iter()
-        .find(|x| x.id == s.id)
-        .ok_or_else(|| Error::internal(format!("no summary of session {}", s.id)))?;
+    let summary = summary_of(summaries, &s.id)?;
     if (summary.width, summary.height) != (s.width, s.height) {
         return Err(Error::internal(format!(
             "session {}: frames are {}x{} but its alignment image is {}x{}",

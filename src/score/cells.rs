@@ -15,6 +15,7 @@
 //! Real data: [`score_regions`] scores against neurofinder-format labels with
 //! neurofinder's rule (centroids within 5 px, one-to-one).
 
+use crate::analysis::stats::median;
 use crate::error::{Error, Result};
 use crate::io::table::{read_table, Table};
 use std::collections::BTreeMap;
@@ -147,20 +148,6 @@ fn smooth1(v: &[f32]) -> Vec<f32> {
                 .sum()
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 fn shape(
