@@ -10,7 +10,7 @@
 fn line_agreement(mean: &[f32], w: usize, h: usize, d: f64, margin: usize) -> f64 {
     let mut row = vec![0.0f32; w];
     let mut scratch = vec![0.0f32; w];
-    // Normalised, because cubic resampling damps fine detail at fractional
+    // Normalised, because resampling damps fine detail at fractional
     // offsets and a raw covariance would favour whole pixels.
     let (mut acc, mut ve, mut vo) = (0.0f64, 0.0f64, 0.0f64);
     for y in (0..h - 1).step_by(2) {
@@ -37,7 +37,7 @@ fn line_agreement(mean: &[f32], w: usize, h: usize, d: f64, margin: usize) -> f6
 
 /// Offset (px) of odd lines relative to even lines, searched within ±`max_offset`:
 /// the best whole-pixel offset, refined by a golden-section search of the
-/// agreement between even lines and cubic-resampled odd lines.
+/// agreement between even lines and resampled odd lines.
 pub fn estimate(mean: &[f32], w: usize, h: usize, max_offset: usize) -> f64 {
     if h < 4 || w < 4 * max_offset.max(1) + 4 {
         return 0.0;

@@ -1,8 +1,27 @@
-//! Sub-pixel resampling with Catmull–Rom (Keys, a = −½) cubic interpolation.
+//! Sub-pixel resampling with a normalised Lanczos-3 kernel (six taps per axis).
 //!
 //! `corrected(x, y) = frame(x + dx, y + dy)`: the contract's convention, so a
 //! frame whose content moved by +d is brought back by sampling it at x + d.
 //! Samples outside the frame take the nearest edge value.
+//!
+//! Why Lanczos and not a cubic: a four-tap cubic (Keys, a = −½) acts as a
+//! low-pass filter at fractional shifts — a half-pixel shift removes a fifth of
+//! the gradient energy of a real mean image — so the registered mean image of a
+//! short or noisy movie came out *less* crisp than the raw one. The windowed sinc
+//! (Duchon 1979, "Lanczos filtering in one and two dimensions"; Turkowski 1990,
+//! "Filters for common resampling tasks") keeps most of the band up to Nyquist and
+//! is still exact at integer shifts. The Catmull–Rom weights stay here for the
+//! simulator's smooth warp field.
+
+/// Taps per axis of the resampling kernel.
+pub const TAPS: usize = 6;
+/// Lanczos window half-width (lobes).
+const LOBES: f64 = 3.0;
+
+/// Rows of scratch `shift_image` needs for a frame of `h` rows.
+pub fn shift_scratch_rows(h: usize) -> usize {
+    h.min(TAPS)
+}
 
 /// Catmull–Rom weights of the four neighbours at offsets −1, 0, 1, 2 for a
 /// fractional position `t ∈ [0, 1)`.
@@ -18,28 +37,66 @@ pub fn catmull_rom(t: f64) -> [f64; 4] {
     ]
 }
 
-/// Taps (clamped indices) and weights for sampling position `i + d` along an axis
-/// of length `n`.
+/// `sinc(x)·sinc(x/3)` for |x| < 3, else 0 (sinc(x) = sin(πx)/(πx)).
 #[inline]
-fn taps(pos: f64, n: usize) -> ([usize; 4], [f32; 4]) {
-    let base = pos.floor();
-    let w = catmull_rom(pos - base);
-    let b = base as isize;
-    let last = n as isize - 1;
-    let idx = [
-        (b - 1).clamp(0, last) as usize,
-        b.clamp(0, last) as usize,
-        (b + 1).clamp(0, last) as usize,
-        (b + 2).clamp(0, last) as usize,
-    ];
-    (idx, [w[0] as f32, w[1] as f32, w[2] as f32, w[3] as f32])
+fn lanczos(x: f64) -> f64 {
+    if x == x.round() {
+        // Exact at the taps: sin(πk) is not exactly zero in floating point.
+        return if x == 0.0 { 1.0 } else { 0.0 };
+    }
+    if x.abs() >= LOBES {
+        return 0.0;
+    }
+    let px = std::f64::consts::PI * x;
+    LOBES * px.sin() * (px / LOBES).sin() / (px * px)
 }
 
-/// Rigid sub-pixel shift: `out(x, y) = src(x + dx, y + dy)`, separable cubic.
-/// `tmp` must hold at least min(4, h) rows.
+/// Lanczos-3 weights of the six neighbours at offsets −2..=3 for a fractional
+/// position `t ∈ [0, 1)`, normalised to sum to one (so a flat image stays flat).
+#[inline]
+pub fn lanczos3(t: f64) -> [f64; TAPS] {
+    let mut w = [0.0; TAPS];
+    for (k, wk) in w.iter_mut().enumerate() {
+        *wk = lanczos(t - (k as f64 - 2.0));
+    }
+    let sum: f64 = w.iter().sum();
+    w.map(|v| v / sum)
+}
+
+/// Fractional positions per pixel in the weight table: weights are looked up at
+/// the nearest 1/2048 px, far below any registration's accuracy, because the
+/// per-pixel warp would otherwise evaluate twelve sines per pixel.
+const TABLE_STEPS: usize = 2048;
+
+/// Lanczos-3 weights at `t ∈ [0, 1)`, from a table built once.
+#[inline]
+fn weights_at(t: f64) -> [f32; TAPS] {
+    static TABLE: std::sync::OnceLock<Vec<[f32; TAPS]>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=TABLE_STEPS)
+            .map(|i| lanczos3(i as f64 / TABLE_STEPS as f64).map(|v| v as f32))
+            .collect()
+    });
+    table[((t * TABLE_STEPS as f64).round() as usize).min(TABLE_STEPS)]
+}
+
+/// Taps (clamped indices) and weights for sampling position `pos` along an axis
+/// of length `n`.
+#[inline]
+fn taps(pos: f64, n: usize) -> ([usize; TAPS], [f32; TAPS]) {
+    let base = pos.floor();
+    let w = weights_at(pos - base);
+    let b = base as isize;
+    let last = n as isize - 1;
+    let idx = std::array::from_fn(|k| (b + k as isize - 2).clamp(0, last) as usize);
+    (idx, w)
+}
+
+/// Rigid sub-pixel shift: `out(x, y) = src(x + dx, y + dy)`, separable Lanczos-3.
+/// `tmp` must hold at least `shift_scratch_rows(h)` rows.
 ///
-/// Rows are interpolated along x on demand into a ring of four rows in `tmp`,
-/// and each output row combines four of them, so every source row is resampled
+/// Rows are interpolated along x on demand into a ring of six rows in `tmp`,
+/// and each output row combines six of them, so every source row is resampled
 /// once and the working set stays in cache.
 pub fn shift_image(
     src: &[f32],
@@ -52,14 +109,14 @@ pub fn shift_image(
 ) {
     crate::simd::wide(|| {
         let rows = RowShifter::new(w, dx);
-        let ring = &mut tmp[..h.min(4) * w];
-        let mut held = [usize::MAX; 4];
+        let ring = &mut tmp[..shift_scratch_rows(h) * w];
+        let mut held = [usize::MAX; TAPS];
         for y in 0..h {
             let (idx, wt) = taps(y as f64 + dy, h);
-            // The four taps are consecutive rows (repeated at the clamped edges), so
-            // row r can live in slot r mod 4.
+            // The six taps are consecutive rows (repeated at the clamped edges), so
+            // row r can live in slot r mod 6.
             for &r in &idx {
-                let slot = r % 4;
+                let slot = r % TAPS;
                 if held[slot] != r {
                     rows.shift(
                         &src[r * w..(r + 1) * w],
@@ -68,21 +125,33 @@ pub fn shift_image(
                     held[slot] = r;
                 }
             }
-            let row = |j: usize| &ring[(idx[j] % 4) * w..(idx[j] % 4 + 1) * w];
-            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let row = |j: usize| &ring[(idx[j] % TAPS) * w..(idx[j] % TAPS + 1) * w];
             let dst = &mut out[y * w..(y + 1) * w];
-            for ((((d, a), b), c), e) in dst.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-                *d = wt[0] * a + wt[1] * b + wt[2] * c + wt[3] * e;
-            }
+            combine_rows(dst, [row(0), row(1), row(2), row(3), row(4), row(5)], wt);
         }
     })
+}
+
+/// `dst = Σ_k wt[k]·rows[k]`, element-wise.
+#[inline(always)]
+fn combine_rows(dst: &mut [f32], rows: [&[f32]; TAPS], wt: [f32; TAPS]) {
+    let n = dst.len();
+    let [r0, r1, r2, r3, r4, r5] = rows.map(|r| &r[..n]);
+    for i in 0..n {
+        dst[i] = wt[0] * r0[i]
+            + wt[1] * r1[i]
+            + wt[2] * r2[i]
+            + wt[3] * r3[i]
+            + wt[4] * r4[i]
+            + wt[5] * r5[i];
+    }
 }
 
 /// Resamples rows at `x + dx`: every pixel shares the fractional weights; only
 /// the pixels whose taps leave the row need clamped indices.
 struct RowShifter {
-    edge_taps: Vec<(usize, [usize; 4], [f32; 4])>,
-    weights: [f32; 4],
+    edge_taps: Vec<(usize, [usize; TAPS], [f32; TAPS])>,
+    weights: [f32; TAPS],
     /// Interior output range [lo, hi) and the source index of its first tap.
     lo: usize,
     hi: usize,
@@ -91,12 +160,12 @@ struct RowShifter {
 
 impl RowShifter {
     fn new(w: usize, dx: f64) -> Self {
-        let (_, weights) = taps(dx, w.max(4));
+        let (_, weights) = taps(dx, w.max(TAPS));
         let shift = dx.floor() as isize;
-        // Interior pixels, whose four taps are all inside the row: x − 1 + shift ≥ 0
-        // and x + 2 + shift ≤ w − 1.
-        let lo = (1 - shift).clamp(0, w as isize) as usize;
-        let hi = (w as isize - 2 - shift).clamp(lo as isize, w as isize) as usize;
+        // Interior pixels, whose six taps are all inside the row: x − 2 + shift ≥ 0
+        // and x + 3 + shift ≤ w − 1.
+        let lo = (2 - shift).clamp(0, w as isize) as usize;
+        let hi = (w as isize - 3 - shift).clamp(lo as isize, w as isize) as usize;
         let edge_taps = (0..lo)
             .chain(hi..w)
             .map(|x| {
@@ -104,7 +173,7 @@ impl RowShifter {
                 (x, idx, wt)
             })
             .collect();
-        let first_tap = (lo as isize + shift - 1).max(0) as usize;
+        let first_tap = (lo as isize + shift - 2).max(0) as usize;
         RowShifter {
             edge_taps,
             weights,
@@ -117,36 +186,20 @@ impl RowShifter {
     #[inline(always)]
     fn shift(&self, row: &[f32], dst: &mut [f32]) {
         for &(x, idx, wt) in &self.edge_taps {
-            dst[x] = wt[0] * row[idx[0]]
-                + wt[1] * row[idx[1]]
-                + wt[2] * row[idx[2]]
-                + wt[3] * row[idx[3]];
+            dst[x] = (0..TAPS).map(|k| wt[k] * row[idx[k]]).sum();
         }
         let n = self.hi - self.lo;
         if n == 0 {
             return;
         }
         let b = self.first_tap;
-        let wt = self.weights;
-        let (t0, t1, t2, t3) = (
-            &row[b..b + n],
-            &row[b + 1..b + 1 + n],
-            &row[b + 2..b + 2 + n],
-            &row[b + 3..b + 3 + n],
-        );
-        for ((((d, a), p), c), e) in dst[self.lo..self.hi]
-            .iter_mut()
-            .zip(t0)
-            .zip(t1)
-            .zip(t2)
-            .zip(t3)
-        {
-            *d = wt[0] * a + wt[1] * p + wt[2] * c + wt[3] * e;
-        }
+        let taps: [&[f32]; TAPS] = std::array::from_fn(|k| &row[b + k..b + k + n]);
+        combine_rows(&mut dst[self.lo..self.hi], taps, self.weights);
     }
 }
 
-/// Per-pixel warp: `out(x, y) = src(x + dx(x, y), y + dy(x, y))`, bicubic.
+/// Per-pixel warp: `out(x, y) = src(x + dx(x, y), y + dy(x, y))`, separable
+/// Lanczos-3 weights at each pixel's own position.
 pub fn warp_image(src: &[f32], w: usize, h: usize, dx: &[f32], dy: &[f32], out: &mut [f32]) {
     for y in 0..h {
         for x in 0..w {
@@ -154,13 +207,10 @@ pub fn warp_image(src: &[f32], w: usize, h: usize, dx: &[f32], dy: &[f32], out: 
             let (ix, wx) = taps(x as f64 + dx[i] as f64, w);
             let (iy, wy) = taps(y as f64 + dy[i] as f64, h);
             let mut acc = 0.0f32;
-            for j in 0..4 {
+            for j in 0..TAPS {
                 let row = &src[iy[j] * w..iy[j] * w + w];
-                acc += wy[j]
-                    * (wx[0] * row[ix[0]]
-                        + wx[1] * row[ix[1]]
-                        + wx[2] * row[ix[2]]
-                        + wx[3] * row[ix[3]]);
+                let along: f32 = (0..TAPS).map(|k| wx[k] * row[ix[k]]).sum();
+                acc += wy[j] * along;
             }
             out[i] = acc;
         }
@@ -176,7 +226,10 @@ mod tests {
         for t in [0.0, 0.25, 0.5, 0.9] {
             let s: f64 = catmull_rom(t).iter().sum();
             assert!((s - 1.0).abs() < 1e-12);
+            let s: f64 = lanczos3(t).iter().sum();
+            assert!((s - 1.0).abs() < 1e-12);
         }
+        assert_eq!(lanczos3(0.0), [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
         let (w, h) = (8, 6);
         let src: Vec<f32> = (0..w * h).map(|i| i as f32).collect();
         let mut tmp = vec![0.0; w * h];
@@ -185,6 +238,30 @@ mod tests {
         // out(x, y) = src(x + 2, y + 1) away from the clamped border.
         assert_eq!(out[0], src[w + 2]);
         assert_eq!(out[2 * w + 3], src[3 * w + 5]);
+    }
+
+    /// The reason for Lanczos: a fractional shift must not blur. A sinusoid at
+    /// 0.3 cycles/px shifted by 0.37 px keeps 98 % of its amplitude and matches
+    /// the analytic shift to within 3 % of it (the Catmull–Rom cubic keeps 81 %
+    /// and errs by 20 %).
+    #[test]
+    fn fractional_shift_of_fine_detail_keeps_its_amplitude() {
+        let (w, h) = (64, 8);
+        let f = 0.3 * std::f64::consts::TAU;
+        let src: Vec<f32> = (0..w * h)
+            .map(|i| (f * (i % w) as f64).sin() as f32)
+            .collect();
+        let mut tmp = vec![0.0; shift_scratch_rows(h) * w];
+        let mut out = vec![0.0; w * h];
+        shift_image(&src, w, h, 0.37, 0.0, &mut tmp, &mut out);
+        for x in 8..w - 8 {
+            let want = (f * (x as f64 + 0.37)).sin() as f32;
+            assert!(
+                (out[3 * w + x] - want).abs() < 0.03,
+                "x {x}: {} vs {want}",
+                out[3 * w + x]
+            );
+        }
     }
 
     #[test]
@@ -212,7 +289,7 @@ mod tests {
                 (1.5, 0.25),
                 (-0.6, -2.0),
             ] {
-                let mut tmp = vec![0.0; h.min(4) * w];
+                let mut tmp = vec![0.0; shift_scratch_rows(h) * w];
                 let mut a = vec![0.0; w * h];
                 let mut b = vec![0.0; w * h];
                 shift_image(&src, w, h, dx, dy, &mut tmp, &mut a);

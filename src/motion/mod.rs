@@ -11,7 +11,7 @@
 //! ([`reference`]); rigid phase correlation with a whitened, smoothed reference
 //! and sub-pixel peak fitting ([`rigid`]); optional block-wise phase correlation
 //! around the rigid solution with neighbour smoothing for weak blocks
-//! ([`nonrigid`]); frames resampled once from the raw data with cubic
+//! ([`nonrigid`]); frames resampled once from the raw data with Lanczos-3
 //! interpolation ([`interp`]). Frames are processed in parallel batches and
 //! written in order, so results do not depend on the thread count and memory is
 //! bounded by the batch.
@@ -128,8 +128,8 @@ impl Registrar {
             rigid: self.rigid.workspace(),
             blocks: self.blocks.as_ref().map(|b| b.workspace()),
             input: vec![0.0; n],
-            // shift_image resamples through a ring of four rows.
-            tmp: vec![0.0; 4 * self.w],
+            // shift_image resamples through a ring of `interp::TAPS` rows.
+            tmp: vec![0.0; interp::TAPS * self.w],
             moved: vec![0.0; n],
             dx: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
             dy: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
