@@ -48,7 +48,9 @@
 //! place (rewriting one publishes a new file under the same name), and reading
 //! through a memory map relies on that: an open [`FrameStore`] keeps seeing the file
 //! it opened, while another program truncating a mapped store would make the
-//! reader fault. Stores come only from cortexmap, so values read back are not
+//! reader fault. The one exception is [`FrameStoreWriter::recycle`]: the motion
+//! stage first renames a session's raw store out of its name, then writes the
+//! corrected frames over it, each batch only after its raw frames were read. Stores come only from cortexmap, so values read back are not
 //! checked for NaN again, and the header's padding is ignored when reading.
 //!
 //! # Speed
@@ -271,6 +273,41 @@ impl FrameStoreWriter {
     /// An empty frame shape, or one that does not fit the header's `u32` fields, is
     /// an internal error (the shape comes from the movie, never from the user).
     pub fn create(path: &Path, height: usize, width: usize, dtype: StoreDtype) -> Result<Self> {
+        Self::start(path, height, width, dtype, |tmp| File::create(tmp))
+    }
+
+    /// Start a store at `path` in the file of the store at `source`, which is
+    /// renamed to the destination's temporary at once (so it no longer exists under
+    /// its own name) and overwritten from its first frame on; the file is cut to
+    /// the frames written when the writer finishes.
+    ///
+    /// The motion stage writes each session's corrected frames over its raw store
+    /// this way: the raw store is deleted afterwards anyway, the run needs half the
+    /// disk space, and the corrected frames go into page-cache pages the raw frames
+    /// already occupy instead of fresh ones. The caller must read every frame of
+    /// `source` it needs (through a [`FrameStore`] opened before this call) before
+    /// writing the frame at the same index; a writer dropped before `finish`
+    /// removes the file, raw frames included.
+    pub fn recycle(
+        source: &Path,
+        path: &Path,
+        height: usize,
+        width: usize,
+        dtype: StoreDtype,
+    ) -> Result<Self> {
+        Self::start(path, height, width, dtype, |tmp| {
+            std::fs::rename(source, tmp)?;
+            std::fs::OpenOptions::new().write(true).open(tmp)
+        })
+    }
+
+    fn start(
+        path: &Path,
+        height: usize,
+        width: usize,
+        dtype: StoreDtype,
+        open: impl FnOnce(&Path) -> std::io::Result<File>,
+    ) -> Result<Self> {
         let shape_error = |what: &str| {
             Error::internal(format!(
                 "frame store {}: cannot store frames of {height}x{width} (height x width) \
@@ -291,7 +328,7 @@ impl FrameStoreWriter {
         }
         let dest = path.to_path_buf();
         let tmp = temp_path_for(&dest);
-        let file = File::create(&tmp).map_err(|e| Error::output(&dest, e))?;
+        let file = open(&tmp).map_err(|e| Error::output(&dest, e))?;
         let mut writer = FrameStoreWriter {
             dest,
             tmp,
@@ -391,7 +428,10 @@ impl FrameStoreWriter {
             .into_inner()
             .map_err(|e| Error::output(&dest, e.error()))?;
         let n = self.frames_written as u64;
-        file.seek(SeekFrom::Start(N_FRAMES_OFFSET))
+        // A recycled file may be longer than the frames written over it.
+        let len = HEADER_LEN as u64 + n * (self.height * self.width * self.dtype.bytes()) as u64;
+        file.set_len(len)
+            .and_then(|_| file.seek(SeekFrom::Start(N_FRAMES_OFFSET)))
             .and_then(|_| file.write_all(&n.to_le_bytes()))
             .and_then(|_| file.sync_all())
             .map_err(|e| Error::output(&dest, e))?;
@@ -505,7 +545,9 @@ impl FrameStore {
         }
         // SAFETY: the map is read-only and stores are never modified in place (they
         // are published by renaming a new file over the old one; see the module
-        // documentation), so the mapped bytes do not change under us. The length is
+        // documentation), so the mapped bytes do not change under us; the one
+        // writer that recycles a mapped file (`FrameStoreWriter::recycle`, in the
+        // motion stage) overwrites only frames its reader has already copied out. The length is
         // checked against the header again below, on the map itself.
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::input(path, format!("cannot map into memory: {e}")))?;
@@ -585,8 +627,9 @@ impl FrameStore {
         if len == 0 {
             return;
         }
-        // SAFETY: the map is a read-only, shared mapping of a file that is never
-        // written while mapped; MADV_DONTNEED only discards the page-table entries,
+        // SAFETY: the map is a read-only, shared mapping of a file whose mapped
+        // bytes do not change while this reader may still read them (see `open`);
+        // MADV_DONTNEED only discards the page-table entries,
         // and any later access (from any thread) faults the unchanged file pages in
         // again. No reference into the map outlives the copy above.
         #[cfg(unix)]
@@ -801,6 +844,45 @@ mod tests {
             .collect();
         data[..6].copy_from_slice(&[-0.0, f32::MIN_POSITIVE, 1e-42, f32::MAX, f32::MIN, 0.1]);
         check_round_trip(StoreDtype::F32, data);
+    }
+
+    #[test]
+    fn a_recycled_store_replaces_its_source_frame_by_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("s.raw"), dir.path().join("s.bin"));
+        let (n, h, w) = (6, 3, 4);
+        let data = movie(n, h, w);
+        write_store(&src, &data, h, w, StoreDtype::I16, &[n]);
+        let input = FrameStore::open(&src).unwrap();
+        let mut out = FrameStoreWriter::recycle(&src, &dest, h, w, StoreDtype::I16).unwrap();
+        assert!(!src.exists() && !dest.exists());
+        // Read a frame, write a changed one over it, as the motion stage does.
+        let mut frame = vec![0.0f32; h * w];
+        for i in 0..n - 1 {
+            input.read_frames_into(i, &mut frame).unwrap();
+            frame.iter_mut().for_each(|v| *v = (*v * 0.5).round());
+            out.write_frames(&frame).unwrap();
+        }
+        out.finish().unwrap();
+        drop(input);
+        // One frame fewer than the source: the file is cut to the frames written.
+        let got = FrameStore::open(&dest).unwrap();
+        assert_eq!(got.n_frames(), n - 1);
+        for i in 0..n - 1 {
+            let want: Vec<f32> = data[i * h * w..(i + 1) * h * w]
+                .iter()
+                .map(|v| (v * 0.5).round())
+                .collect();
+            assert_eq!(got.frame(i).unwrap(), want);
+        }
+        assert!(!src.exists());
+
+        // Dropped before `finish`: nothing is left, the source included.
+        write_store(&src, &data, h, w, StoreDtype::I16, &[n]);
+        let other = dir.path().join("t.bin");
+        drop(FrameStoreWriter::recycle(&src, &other, h, w, StoreDtype::I16).unwrap());
+        assert!(!src.exists() && !other.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

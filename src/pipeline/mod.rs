@@ -10,7 +10,8 @@
 //! - `motion` registers every session ([`crate::motion`]) into
 //!   `frames/<session>.bin`, writes `motion.parquet`, `motion_qc.parquet`,
 //!   `motion_blocks.parquet` (nonrigid) and `images/<session>_{reference,mean_raw,
-//!   mean_corrected}.tif`, and removes the raw store unless `ingest.keep_raw`.
+//!   mean_corrected}.tif`. Unless `ingest.keep_raw`, the corrected frames are
+//!   written over the raw store's own file, which is gone afterwards.
 //!
 //! - `detect` and `extract` ([`cells`]) find ROIs and their traces per session.
 //! - `track` ([`track`]) aligns the sessions and tracks cells across them, then
@@ -620,19 +621,23 @@ fn run_motion(
     for s in &exp.sessions {
         let raw_path = layout.raw_store(&s.id);
         let input = FrameStore::open(&raw_path)?;
-        let mut writer = FrameStoreWriter::create(
-            &layout.store(&s.id),
-            input.height(),
-            input.width(),
+        let (dest, (h, w), dtype) = (
+            layout.store(&s.id),
+            (input.height(), input.width()),
             input.dtype(),
-        )?;
+        );
+        let mut writer = if params.ingest.keep_raw {
+            FrameStoreWriter::create(&dest, h, w, dtype)?
+        } else {
+            // The raw store is not kept: the corrected frames go over it.
+            FrameStoreWriter::recycle(&raw_path, &dest, h, w, dtype)?
+        };
         let m = register_session(&s.id, &input, &mut writer, &params.motion, progress)?;
         writer.finish()?;
         shifts.write(&motion_rows(&s.id, &m))?;
         if let (Some(w), Some((grid, rows))) = (blocks.as_mut(), &m.blocks) {
             w.write(&block_rows(&s.id, grid, rows))?;
         }
-        let (w, h) = (input.width(), input.height());
         for (what, img) in [
             ("reference", &m.reference),
             ("mean_raw", &m.mean_raw),
@@ -647,9 +652,6 @@ fn run_motion(
             )?;
         }
         drop(input);
-        if !params.ingest.keep_raw {
-            std::fs::remove_file(&raw_path).map_err(|e| Error::output(&raw_path, e))?;
-        }
         qcs.push((s.id.clone(), m.qc));
     }
     shifts.finish(&motion_rows("", &empty_motion()))?;
