@@ -160,6 +160,7 @@ impl Fft2 {
 
     /// The inverse transform of `spec` at the offsets |dx| ≤ `m`, |dy| ≤ `m` only
     /// (wrapping), into `window[(dy + m)·(2m + 1) + dx + m]`; `spec` is unchanged.
+    /// Columns `kx ≥ cols` must be zero (a low-passed spectrum): they are skipped.
     ///
     /// A phase-correlation peak is searched near zero shift, so most of the inverse
     /// is never looked at: every column is transformed (one at a time, in cache),
@@ -168,6 +169,7 @@ impl Fft2 {
     pub fn inverse_window(
         &self,
         spec: &[Complex32],
+        cols: usize,
         m: usize,
         window: &mut [f32],
         s: &mut Fft2Scratch,
@@ -178,7 +180,12 @@ impl Fft2 {
         debug_assert_eq!(window.len(), side * side);
         s.window_rows.resize(side * hw, Complex32::new(0.0, 0.0));
         let wrap = |d: isize, n: usize| d.rem_euclid(n as isize) as usize;
-        for kx in 0..hw {
+        for kx in cols.min(hw)..hw {
+            for r in 0..side {
+                s.window_rows[r * hw + kx] = Complex32::new(0.0, 0.0);
+            }
+        }
+        for kx in 0..cols.min(hw) {
             s.column.copy_from_slice(&spec[kx * h..(kx + 1) * h]);
             self.col_inv
                 .process_with_scratch(&mut s.column, &mut s.col_scratch);
@@ -270,7 +277,9 @@ mod tests {
             let kept = spec.clone();
             let side = 2 * m + 1;
             let mut window = vec![0.0; side * side];
-            fft.inverse_window(&spec, m, &mut window, &mut s);
+            // Stale values where the skipped columns go must not survive.
+            s.window_rows = vec![Complex32::new(9.0, 9.0); side * fft.half_width()];
+            fft.inverse_window(&spec, fft.half_width(), m, &mut window, &mut s);
             assert_eq!(spec, kept, "the spectrum is left unchanged");
             for r in 0..side {
                 for c in 0..side {
@@ -283,6 +292,13 @@ mod tests {
                     );
                 }
             }
+            // Zero the columns from kx = 2 on: skipping them gives the same window.
+            let hw = fft.half_width();
+            spec[2 * h..].fill(Complex32::new(0.0, 0.0));
+            let mut full = vec![0.0; side * side];
+            fft.inverse_window(&spec, hw, m, &mut full, &mut s);
+            fft.inverse_window(&spec, 2, m, &mut window, &mut s);
+            assert_eq!(window, full);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! shifts become a smooth per-pixel field by bilinear interpolation between block
 //! centres (extrapolated linearly beyond the outermost centres).
 
-use super::rigid::{peak_of_window, refine_peak, Correlator, Estimate, Workspace};
+use super::rigid::{peak_of_window, Correlator, Estimate, Workspace};
 
 /// Where the blocks are.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,13 +229,8 @@ impl BlockAligner {
                 }
                 if e.snr >= self.snr_threshold {
                     let limit = m as f64 + 0.5;
-                    (e.x, e.y) = refine_peak(
-                        &self.blocks[k].fft,
-                        &bw.ws.spec,
-                        e.x.round(),
-                        e.y.round(),
-                        limit,
-                    );
+                    (e.x, e.y) =
+                        self.blocks[k].refine_peak(&bw.ws.spec, e.x.round(), e.y.round(), limit);
                 }
                 bw.estimates[k] = e;
             }

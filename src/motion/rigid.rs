@@ -114,7 +114,57 @@ pub struct Correlator {
     pub taper: Vec<f32>,
     /// Whitened, low-passed conjugate reference spectrum.
     reference: Vec<Complex32>,
+    /// Where `reference` is not zero.
+    band: Band,
     pub max_shift: usize,
+}
+
+/// The part of a half spectrum the Gaussian low-pass keeps: radial frequencies
+/// up to where the Gaussian has fallen to 1 % (0.42 cycles/px at σ = 1.15 px, half
+/// the spectrum's terms). The rest is set to zero in the reference spectrum, so
+/// correlating can skip it exactly instead of summing terms weighted below 1 %.
+#[derive(Debug, Clone)]
+struct Band {
+    /// Columns `kx < cols` hold kept terms.
+    cols: usize,
+    /// Per column, the largest |signed ky| kept.
+    rows: Vec<usize>,
+    height: usize,
+}
+
+impl Band {
+    fn new(w: usize, h: usize, smooth_sigma: f64) -> Self {
+        let fc2 =
+            (100f64).ln() / (2.0 * std::f64::consts::PI.powi(2) * smooth_sigma * smooth_sigma);
+        let hw = w / 2 + 1;
+        let rows: Vec<usize> = (0..hw)
+            .map_while(|kx| {
+                let left = fc2 - (kx as f64 / w as f64).powi(2);
+                (left >= 0.0).then(|| ((left.sqrt() * h as f64).floor() as usize).min(h / 2))
+            })
+            .collect();
+        Band {
+            cols: rows.len(),
+            rows,
+            height: h,
+        }
+    }
+
+    fn keeps(&self, kx: usize, fy: f32) -> bool {
+        kx < self.cols && (fy.abs() as usize) <= self.rows[kx]
+    }
+
+    /// The kept rows of column `kx`: `0..a` and `b..height` (empty ranges when
+    /// none).
+    fn runs(&self, kx: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let h = self.height;
+        let k = self.rows[kx];
+        let a = k + 1;
+        // Negative frequencies −k..−1 sit at rows h − k..h; at the Nyquist row
+        // (k = h/2, even h) the positive run already holds it.
+        let b = (h - k).max(a);
+        (0..a.min(h), b..h)
+    }
 }
 
 /// Per-thread buffers for a [`Correlator`].
@@ -147,6 +197,7 @@ impl Correlator {
         fft.forward(&ws.prepared, &mut spec, &mut ws.fft);
         let two_pi2_s2 = 2.0 * std::f64::consts::PI.powi(2) * smooth_sigma * smooth_sigma;
         let hw = fft.half_width();
+        let band = Band::new(w, h, smooth_sigma);
         for kx in 0..hw {
             for ky in 0..h {
                 let (fx, fy) = fft.frequencies(kx, ky);
@@ -154,13 +205,18 @@ impl Correlator {
                 let gauss = (-two_pi2_s2 * r2).exp() as f32;
                 let v = spec[kx * h + ky];
                 let mag = v.norm() + 1e-6;
-                spec[kx * h + ky] = v.conj() * (gauss / mag);
+                spec[kx * h + ky] = if band.keeps(kx, fy) {
+                    v.conj() * (gauss / mag)
+                } else {
+                    Complex32::new(0.0, 0.0)
+                };
             }
         }
         Correlator {
             fft,
             taper,
             reference: spec,
+            band,
             max_shift,
         }
     }
@@ -187,8 +243,13 @@ impl Correlator {
         for (s, r) in ws.spec.iter_mut().zip(&self.reference) {
             *s *= r;
         }
-        self.fft
-            .inverse_window(&ws.spec, self.window_half(), &mut ws.window, &mut ws.fft);
+        self.fft.inverse_window(
+            &ws.spec,
+            self.band.cols,
+            self.window_half(),
+            &mut ws.window,
+            &mut ws.fft,
+        );
         var
     }
 
@@ -204,10 +265,15 @@ impl Correlator {
         let my = self.max_shift.min((h / 2).saturating_sub(1));
         let mut e = peak_of_window(&ws.window, self.window_half(), mx, my);
         let limit = self.max_shift as f64 + 0.5;
-        let (x, y) = refine_peak(&self.fft, &ws.spec, e.x.round(), e.y.round(), limit);
-        e.x = x;
-        e.y = y;
+        (e.x, e.y) = self.refine_peak(&ws.spec, e.x.round(), e.y.round(), limit);
         e
+    }
+
+    /// Sub-pixel maximum, within ±`limit`, of the band-limited surface whose
+    /// (half) spectrum is `product` (this correlator's cross-power spectrum), near
+    /// the integer peak (bx, by).
+    pub fn refine_peak(&self, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
+        refine_peak(&self.fft, &self.band, product, bx, by, limit)
     }
 }
 
@@ -277,13 +343,20 @@ fn dot_twiddled(p: &[f32], c2: &[f32], s2: &[f32]) -> (f64, f64) {
 }
 
 /// Sub-pixel maximum of the band-limited surface whose (half) spectrum is
-/// `product`, near the integer peak (bx, by).
-pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
+/// `product`, zero outside `band`, near the integer peak (bx, by).
+fn refine_peak(
+    fft: &Fft2,
+    band: &Band,
+    product: &[Complex32],
+    bx: f64,
+    by: f64,
+    limit: f64,
+) -> (f64, f64) {
     crate::simd::wide(|| {
         let range = |b: f64| ((b - 1.0).max(-limit), (b + 1.0).min(limit));
         let (rx, ry) = (range(bx), range(by));
         use std::f64::consts::TAU;
-        let (w, h, hw) = (fft.width, fft.height, fft.half_width());
+        let (w, h) = (fft.width, fft.height);
         let signed_y = |ky: usize| {
             if ky <= h / 2 {
                 ky as f64
@@ -302,8 +375,17 @@ pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f
                 c2.extend([c as f32; 2]);
                 s2.extend([s as f32; 2]);
             }
-            (0..hw)
-                .map(|kx| dot_twiddled(&flat[2 * kx * h..2 * (kx + 1) * h], &c2, &s2))
+            (0..band.cols)
+                .map(|kx| {
+                    let col = &flat[2 * kx * h..2 * (kx + 1) * h];
+                    let (lo, hi) = band.runs(kx);
+                    let run = |r: std::ops::Range<usize>| {
+                        let (a, b) = (2 * r.start, 2 * r.end);
+                        dot_twiddled(&col[a..b], &c2[a..b], &s2[a..b])
+                    };
+                    let ((p, q), (u, v)) = (run(lo), run(hi));
+                    (p + u, q + v)
+                })
                 .collect()
         };
         // Collapse onto the y axis at column x: R(ky) = Σ_kx α(kx)·P(kx,ky)·e^{2πi·kx·x/w}.
@@ -311,14 +393,19 @@ pub fn refine_peak(fft: &Fft2, product: &[Complex32], bx: f64, by: f64, limit: f
         // combined at the end (R = Σ P_re·cos − P_im·sin + i·(P_re·sin + P_im·cos)).
         let along_y = |x: f64| -> Vec<(f64, f64)> {
             let (mut u, mut v) = (vec![0.0f32; 2 * h], vec![0.0f32; 2 * h]);
-            for kx in 0..hw {
+            for kx in 0..band.cols {
                 let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
                 let a = column_weight(kx, w);
                 let (s, c) = ((a * s) as f32, (a * c) as f32);
                 let col = &flat[2 * kx * h..2 * (kx + 1) * h];
-                for ((uo, vo), &p) in u.iter_mut().zip(v.iter_mut()).zip(col) {
-                    *uo += p * c;
-                    *vo += p * s;
+                let (lo, hi) = band.runs(kx);
+                for r in [lo, hi] {
+                    let (a, b) = (2 * r.start, 2 * r.end);
+                    for ((uo, vo), &p) in u[a..b].iter_mut().zip(v[a..b].iter_mut()).zip(&col[a..b])
+                    {
+                        *uo += p * c;
+                        *vo += p * s;
+                    }
                 }
             }
             (0..h)
