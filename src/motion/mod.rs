@@ -500,8 +500,22 @@ pub fn register_session(
     progress.finish();
     let mean_raw: Vec<f32> = sum_raw.iter().map(|v| (v / n as f64) as f32).collect();
     let mean_corrected: Vec<f32> = sum_cor.iter().map(|v| (v / n as f64) as f32).collect();
+    let field_edges = registrar.blocks.as_ref().map(|b| {
+        block_rows.iter().fold([0.0f32; 4], |acc, row| {
+            let xs: Vec<f32> = row.iter().map(|s| s.x).collect();
+            let ys: Vec<f32> = row.iter().map(|s| s.y).collect();
+            let e = nonrigid::edge_extremes(&b.grid, &xs, &ys, w, h);
+            [
+                acc[0].min(e[0]),
+                acc[1].max(e[1]),
+                acc[2].min(e[2]),
+                acc[3].max(e[3]),
+            ]
+        })
+    });
     let qc = session_qc(
         &frames,
+        field_edges,
         &mean_raw,
         &mean_corrected,
         w,
@@ -557,6 +571,7 @@ fn mean_image(frames: &[Vec<f32>], len: usize) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn session_qc(
     frames: &[FrameMotion],
+    field_edges: Option<[f32; 4]>,
     mean_raw: &[f32],
     mean_corrected: &[f32],
     w: usize,
@@ -568,11 +583,20 @@ fn session_qc(
     let max = |f: &dyn Fn(&FrameMotion) -> f32| frames.iter().map(f).fold(0.0f32, f32::max) as f64;
     let min = |f: &dyn Fn(&FrameMotion) -> f32| frames.iter().map(f).fold(0.0f32, f32::min) as f64;
     // corrected(x) = raw(x + s): a frame with s > 0 lacks data on its right edge.
+    // With blocks, s is the per-pixel field, whose edge values can reach further
+    // than the rigid shifts (`field_edges`: least x shift on the left edge, largest
+    // on the right, least y shift on top, largest at the bottom, over all frames).
+    let [left, right, top, bottom] = field_edges.map(|e| e.map(f64::from)).unwrap_or([
+        min(&|m| m.shift_x),
+        max(&|m| m.shift_x),
+        min(&|m| m.shift_y),
+        max(&|m| m.shift_y),
+    ]);
     let valid = [
-        (-min(&|m| m.shift_x)).ceil().min(w as f64) as usize,
-        (w as f64 - max(&|m| m.shift_x).ceil()).max(0.0) as usize,
-        (-min(&|m| m.shift_y)).ceil().min(h as f64) as usize,
-        (h as f64 - max(&|m| m.shift_y).ceil()).max(0.0) as usize,
+        (-left.min(0.0)).ceil().min(w as f64) as usize,
+        (w as f64 - right.max(0.0).ceil()).max(0.0) as usize,
+        (-top.min(0.0)).ceil().min(h as f64) as usize,
+        (h as f64 - bottom.max(0.0).ceil()).max(0.0) as usize,
     ];
     let corrs: Vec<f64> = frames
         .iter()

@@ -99,39 +99,84 @@ pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: u
 
 /// [`field_from_centres`] into `out` (`w × h`).
 fn field_into(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize, out: &mut [f32]) {
-    let interp_axis =
-        |n: usize, count: usize, centre: &dyn Fn(usize) -> f64| -> Vec<(usize, usize, f32)> {
-            (0..n)
-                .map(|p| {
-                    let p = p as f64;
-                    if count == 1 {
-                        return (0, 0, 0.0);
-                    }
-                    // Beyond the outer centres the nearest pair's line is
-                    // continued: a smooth warp keeps its slope to the frame's edge.
-                    let mut i = 0;
-                    while i + 2 < count && centre(i + 1) < p {
-                        i += 1;
-                    }
-                    let t = (p - centre(i)) / (centre(i + 1) - centre(i));
-                    (i, i + 1, t as f32)
-                })
-                .collect()
-        };
-    let nx = cx.len();
-    let ax = interp_axis(w, nx, &|i| cx[i]);
-    let ay = interp_axis(h, cy.len(), &|j| cy[j]);
-    for (y, &(j0, j1, ty)) in ay.iter().enumerate() {
-        for (x, &(i0, i1, tx)) in ax.iter().enumerate() {
-            let v00 = values[j0 * nx + i0];
-            let v01 = values[j0 * nx + i1];
-            let v10 = values[j1 * nx + i0];
-            let v11 = values[j1 * nx + i1];
-            let top = v00 + (v01 - v00) * tx;
-            let bottom = v10 + (v11 - v10) * tx;
-            out[y * w + x] = top + (bottom - top) * ty;
+    let ax: Vec<_> = (0..w).map(|x| axis_pair(x as f64, cx)).collect();
+    let ay: Vec<_> = (0..h).map(|y| axis_pair(y as f64, cy)).collect();
+    for (y, &py) in ay.iter().enumerate() {
+        for (x, &px) in ax.iter().enumerate() {
+            out[y * w + x] = bilinear(values, cx.len(), px, py);
         }
     }
+}
+
+/// The two centres that position `p` interpolates between (or, beyond the outer
+/// centres, extrapolates from: a smooth warp keeps its slope to the frame's
+/// edge), and its fraction of the way from the first to the second.
+fn axis_pair(p: f64, centres: &[f64]) -> (usize, usize, f32) {
+    let count = centres.len();
+    if count == 1 {
+        return (0, 0, 0.0);
+    }
+    let mut i = 0;
+    while i + 2 < count && centres[i + 1] < p {
+        i += 1;
+    }
+    let t = (p - centres[i]) / (centres[i + 1] - centres[i]);
+    (i, i + 1, t as f32)
+}
+
+fn bilinear(
+    values: &[f32],
+    nx: usize,
+    (i0, i1, tx): (usize, usize, f32),
+    (j0, j1, ty): (usize, usize, f32),
+) -> f32 {
+    let v00 = values[j0 * nx + i0];
+    let v01 = values[j0 * nx + i1];
+    let v10 = values[j1 * nx + i0];
+    let v11 = values[j1 * nx + i1];
+    let top = v00 + (v01 - v00) * tx;
+    let bottom = v10 + (v11 - v10) * tx;
+    top + (bottom - top) * ty
+}
+
+/// Where a frame's block field reaches furthest out of the frame: the least x
+/// shift on the left edge, the largest on the right edge, the least y shift on the
+/// top edge and the largest on the bottom edge (px; `xs`, `ys` one value per
+/// block, row-major). Along an edge the field is piecewise linear with knots at
+/// the block centres, so its extremes over the edge's pixels lie at the pixels
+/// either side of a knot or at the edge's ends.
+pub fn edge_extremes(grid: &BlockGrid, xs: &[f32], ys: &[f32], w: usize, h: usize) -> [f32; 4] {
+    let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
+    let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
+    // Pixels only: the edge's ends and the pixels either side of each knot.
+    let knots = |centres: &[f64], n: usize| -> Vec<f64> {
+        let last = (n - 1) as f64;
+        let mut k = vec![0.0, last];
+        for c in centres {
+            k.extend([c.floor().clamp(0.0, last), c.ceil().clamp(0.0, last)]);
+        }
+        k
+    };
+    let (kx, ky) = (knots(&cx, w), knots(&cy, h));
+    let nx = cx.len();
+    let along_x_edge = |values: &[f32], x: f64| -> Vec<f32> {
+        ky.iter()
+            .map(|&y| bilinear(values, nx, axis_pair(x, &cx), axis_pair(y, &cy)))
+            .collect()
+    };
+    let along_y_edge = |values: &[f32], y: f64| -> Vec<f32> {
+        kx.iter()
+            .map(|&x| bilinear(values, nx, axis_pair(x, &cx), axis_pair(y, &cy)))
+            .collect()
+    };
+    let min = |v: Vec<f32>| v.into_iter().fold(f32::INFINITY, f32::min);
+    let max = |v: Vec<f32>| v.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    [
+        min(along_x_edge(xs, 0.0)),
+        max(along_x_edge(xs, (w - 1) as f64)),
+        min(along_y_edge(ys, 0.0)),
+        max(along_y_edge(ys, (h - 1) as f64)),
+    ]
 }
 
 /// Correlators for every block of a reference.
@@ -273,6 +318,30 @@ impl BlockAligner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_extremes_are_those_of_the_whole_field_on_each_edge() {
+        let (w, h) = (150, 97);
+        let grid = BlockGrid::new(w, h, 48);
+        let n = grid.n_blocks();
+        let xs: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        let ys: Vec<f32> = (0..n).map(|i| ((i * 3) % 7) as f32 * 0.5 - 1.5).collect();
+        let (fx, fy) = (block_field(&grid, &xs, w, h), block_field(&grid, &ys, w, h));
+        let col = |f: &[f32], x: usize| (0..h).map(|y| f[y * w + x]).collect::<Vec<f32>>();
+        let row = |f: &[f32], y: usize| f[y * w..(y + 1) * w].to_vec();
+        let min = |v: Vec<f32>| v.into_iter().fold(f32::INFINITY, f32::min);
+        let max = |v: Vec<f32>| v.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        let want = [
+            min(col(&fx, 0)),
+            max(col(&fx, w - 1)),
+            min(row(&fy, 0)),
+            max(row(&fy, h - 1)),
+        ];
+        let got = edge_extremes(&grid, &xs, &ys, w, h);
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+    }
 
     #[test]
     fn grid_covers_the_frame_with_overlap() {
