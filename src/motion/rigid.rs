@@ -176,6 +176,19 @@ pub struct Workspace {
     /// The correlation surface of the last frame at offsets within ±(bound + 1)
     /// px, zero shift at the centre: see [`Correlator::window_half`].
     pub window: Vec<f32>,
+    /// The sub-pixel search's buffers, kept so it allocates nothing per frame.
+    refine: RefineScratch,
+}
+
+/// Buffers of [`refine_peak`]: interleaved twiddles and collapsed spectra.
+#[derive(Default)]
+struct RefineScratch {
+    c2: Vec<f32>,
+    s2: Vec<f32>,
+    u: Vec<f32>,
+    v: Vec<f32>,
+    /// A spectrum collapsed onto one axis, as (re, im).
+    line: Vec<(f64, f64)>,
 }
 
 impl Correlator {
@@ -265,15 +278,23 @@ impl Correlator {
         let my = self.max_shift.min((h / 2).saturating_sub(1));
         let mut e = peak_of_window(&ws.window, self.window_half(), mx, my);
         let limit = self.max_shift as f64 + 0.5;
-        (e.x, e.y) = self.refine_peak(&ws.spec, e.x.round(), e.y.round(), limit);
+        (e.x, e.y) = self.refine_peak(ws, e.x.round(), e.y.round(), limit);
         e
     }
 
     /// Sub-pixel maximum, within ±`limit`, of the band-limited surface whose
-    /// (half) spectrum is `product` (this correlator's cross-power spectrum), near
-    /// the integer peak (bx, by).
-    pub fn refine_peak(&self, product: &[Complex32], bx: f64, by: f64, limit: f64) -> (f64, f64) {
-        refine_peak(&self.fft, &self.band, product, bx, by, limit)
+    /// (half) spectrum is the last cross-power spectrum in `ws.spec` (from
+    /// [`surface`](Self::surface)), near the integer peak (bx, by).
+    pub fn refine_peak(&self, ws: &mut Workspace, bx: f64, by: f64, limit: f64) -> (f64, f64) {
+        refine_peak(
+            &self.fft,
+            &self.band,
+            &ws.spec,
+            &mut ws.refine,
+            bx,
+            by,
+            limit,
+        )
     }
 }
 
@@ -348,6 +369,7 @@ fn refine_peak(
     fft: &Fft2,
     band: &Band,
     product: &[Complex32],
+    scratch: &mut RefineScratch,
     bx: f64,
     by: f64,
     limit: f64,
@@ -368,31 +390,37 @@ fn refine_peak(
         // Both collapses run in f32 (in lanes, so they vectorise): each sums at most a
         // few hundred terms, far from f32's precision limit for a peak position.
         let flat: &[f32] = bytemuck::cast_slice(product);
-        let along_x = |y: f64| -> Vec<(f64, f64)> {
-            let (mut c2, mut s2) = (Vec::with_capacity(2 * h), Vec::with_capacity(2 * h));
+        let along_x = |y: f64, sc: &mut RefineScratch| {
+            let RefineScratch { c2, s2, line, .. } = sc;
+            c2.clear();
+            s2.clear();
+            line.clear();
             for ky in 0..h {
                 let (s, c) = (TAU * signed_y(ky) * y / h as f64).sin_cos();
                 c2.extend([c as f32; 2]);
                 s2.extend([s as f32; 2]);
             }
-            (0..band.cols)
-                .map(|kx| {
-                    let col = &flat[2 * kx * h..2 * (kx + 1) * h];
-                    let (lo, hi) = band.runs(kx);
-                    let run = |r: std::ops::Range<usize>| {
-                        let (a, b) = (2 * r.start, 2 * r.end);
-                        dot_twiddled(&col[a..b], &c2[a..b], &s2[a..b])
-                    };
-                    let ((p, q), (u, v)) = (run(lo), run(hi));
-                    (p + u, q + v)
-                })
-                .collect()
+            line.extend((0..band.cols).map(|kx| {
+                let col = &flat[2 * kx * h..2 * (kx + 1) * h];
+                let (lo, hi) = band.runs(kx);
+                let run = |r: std::ops::Range<usize>| {
+                    let (a, b) = (2 * r.start, 2 * r.end);
+                    dot_twiddled(&col[a..b], &c2[a..b], &s2[a..b])
+                };
+                let ((p, q), (u, v)) = (run(lo), run(hi));
+                (p + u, q + v)
+            }));
         };
         // Collapse onto the y axis at column x: R(ky) = Σ_kx α(kx)·P(kx,ky)·e^{2πi·kx·x/w}.
         // Σ P·cos and Σ P·sin are accumulated over interleaved (re, im) pairs and
         // combined at the end (R = Σ P_re·cos − P_im·sin + i·(P_re·sin + P_im·cos)).
-        let along_y = |x: f64| -> Vec<(f64, f64)> {
-            let (mut u, mut v) = (vec![0.0f32; 2 * h], vec![0.0f32; 2 * h]);
+        let along_y = |x: f64, sc: &mut RefineScratch| {
+            let RefineScratch { u, v, line, .. } = sc;
+            u.clear();
+            v.clear();
+            line.clear();
+            u.resize(2 * h, 0.0);
+            v.resize(2 * h, 0.0);
             for kx in 0..band.cols {
                 let (s, c) = (TAU * kx as f64 * x / w as f64).sin_cos();
                 let a = column_weight(kx, w);
@@ -408,12 +436,10 @@ fn refine_peak(
                     }
                 }
             }
-            (0..h)
-                .map(|k| {
-                    let (uc, vc) = ((u[2 * k], u[2 * k + 1]), (v[2 * k], v[2 * k + 1]));
-                    ((uc.0 - vc.1) as f64, (vc.0 + uc.1) as f64)
-                })
-                .collect()
+            line.extend((0..h).map(|k| {
+                let (uc, vc) = ((u[2 * k], u[2 * k + 1]), (v[2 * k], v[2 * k + 1]));
+                ((uc.0 - vc.1) as f64, (vc.0 + uc.1) as f64)
+            }));
         };
         // Σ_k a_k·Re(z_k·e^{2πi·k·t/n}) by a phasor recurrence (no sin/cos per term).
         let eval_x = |q: &[(f64, f64)], x: f64| -> f64 {
@@ -442,18 +468,12 @@ fn refine_peak(
             }
             acc
         };
-        let x1 = {
-            let q = along_x(by);
-            golden_max(rx.0, rx.1, |x| eval_x(&q, x))
-        };
-        let y = {
-            let r = along_y(x1);
-            golden_max(ry.0, ry.1, |y| eval_y(&r, y))
-        };
-        let x = {
-            let q = along_x(y);
-            golden_max(rx.0, rx.1, |x| eval_x(&q, x))
-        };
+        along_x(by, scratch);
+        let x1 = golden_max(rx.0, rx.1, |x| eval_x(&scratch.line, x));
+        along_y(x1, scratch);
+        let y = golden_max(ry.0, ry.1, |y| eval_y(&scratch.line, y));
+        along_x(y, scratch);
+        let x = golden_max(rx.0, rx.1, |x| eval_x(&scratch.line, x));
         (x, y)
     })
 }
@@ -466,6 +486,7 @@ impl Workspace {
             spec: vec![Complex32::new(0.0, 0.0); fft.spectrum_len()],
             prepared: vec![0.0; fft.width * fft.height],
             window: vec![0.0; side * side],
+            refine: RefineScratch::default(),
         }
     }
 }

@@ -296,7 +296,16 @@ impl FrameStoreWriter {
         dtype: StoreDtype,
     ) -> Result<Self> {
         Self::start(path, height, width, dtype, |tmp| {
-            std::fs::rename(source, tmp)?;
+            std::fs::rename(source, tmp).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot take over {} as {}: {e}",
+                        source.display(),
+                        tmp.display()
+                    ),
+                )
+            })?;
             std::fs::OpenOptions::new().write(true).open(tmp)
         })
     }
