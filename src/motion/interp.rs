@@ -107,10 +107,6 @@ fn taps(pos: f64, n: usize) -> ([usize; TAPS], [f32; TAPS]) {
 
 /// Rigid sub-pixel shift: `out(x, y) = src(x + dx, y + dy)`, separable Lanczos-3.
 /// `tmp` must hold at least `shift_scratch_rows(h)` rows.
-///
-/// Rows are interpolated along x on demand into a ring of six rows in `tmp`,
-/// and each output row combines six of them, so every source row is resampled
-/// once and the working set stays in cache.
 pub fn shift_image(
     src: &[f32],
     w: usize,
@@ -121,28 +117,68 @@ pub fn shift_image(
     out: &mut [f32],
 ) {
     crate::simd::wide(|| {
-        let rows = RowShifter::new(w, dx);
-        let ring = &mut tmp[..shift_scratch_rows(h) * w];
-        let mut held = [usize::MAX; TAPS];
-        for y in 0..h {
-            let (idx, wt) = taps(y as f64 + dy, h);
-            // The six taps are consecutive rows (repeated at the clamped edges), so
-            // row r can live in slot r mod 6.
-            for &r in &idx {
-                let slot = r % TAPS;
-                if held[slot] != r {
-                    rows.shift(
-                        &src[r * w..(r + 1) * w],
-                        &mut ring[slot * w..(slot + 1) * w],
-                    );
-                    held[slot] = r;
-                }
-            }
-            let row = |j: usize| &ring[(idx[j] % TAPS) * w..(idx[j] % TAPS + 1) * w];
-            let dst = &mut out[y * w..(y + 1) * w];
-            combine_rows(dst, [row(0), row(1), row(2), row(3), row(4), row(5)], wt);
-        }
+        for_each_shifted_row(src, w, h, dx, dy, tmp, |y, rows, wt| {
+            combine_rows(&mut out[y * w..(y + 1) * w], rows, wt)
+        })
     })
+}
+
+/// [`shift_image`] one output row at a time: row `y` is made in `row` (`w`
+/// values) and handed to `sink(y, row)`, in order, so a caller can consume the
+/// shifted frame while each row is in cache without keeping the whole frame.
+#[allow(clippy::too_many_arguments)]
+pub fn shift_rows(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    dx: f64,
+    dy: f64,
+    tmp: &mut [f32],
+    row: &mut [f32],
+    mut sink: impl FnMut(usize, &[f32]),
+) {
+    crate::simd::wide(|| {
+        for_each_shifted_row(src, w, h, dx, dy, tmp, |y, rows, wt| {
+            combine_rows(&mut row[..w], rows, wt);
+            sink(y, &row[..w]);
+        })
+    })
+}
+
+/// The separable shift's two passes: rows are interpolated along x on demand
+/// into a ring of six rows in `tmp`, and `emit(y, rows, weights)` gets, per
+/// output row, the six x-shifted rows and their weights along y. Every source
+/// row is resampled once and the working set stays in cache.
+#[inline(always)]
+fn for_each_shifted_row(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    dx: f64,
+    dy: f64,
+    tmp: &mut [f32],
+    mut emit: impl FnMut(usize, [&[f32]; TAPS], [f32; TAPS]),
+) {
+    let rows = RowShifter::new(w, dx);
+    let ring = &mut tmp[..shift_scratch_rows(h) * w];
+    let mut held = [usize::MAX; TAPS];
+    for y in 0..h {
+        let (idx, wt) = taps(y as f64 + dy, h);
+        // The six taps are consecutive rows (repeated at the clamped edges), so
+        // row r can live in slot r mod 6.
+        for &r in &idx {
+            let slot = r % TAPS;
+            if held[slot] != r {
+                rows.shift(
+                    &src[r * w..(r + 1) * w],
+                    &mut ring[slot * w..(slot + 1) * w],
+                );
+                held[slot] = r;
+            }
+        }
+        let row = |j: usize| &ring[(idx[j] % TAPS) * w..(idx[j] % TAPS + 1) * w];
+        emit(y, [row(0), row(1), row(2), row(3), row(4), row(5)], wt);
+    }
 }
 
 /// `dst = Σ_k wt[k]·rows[k]`, element-wise.
@@ -294,6 +330,22 @@ mod tests {
                 out[3 * w + x]
             );
         }
+    }
+
+    #[test]
+    fn shift_rows_hands_over_the_shifted_image_row_by_row() {
+        let (w, h) = (11, 9);
+        let src: Vec<f32> = (0..w * h).map(|i| ((i * 7) % 13) as f32).collect();
+        let mut tmp = vec![0.0; shift_scratch_rows(h) * w];
+        let mut whole = vec![0.0; w * h];
+        shift_image(&src, w, h, 1.3, -2.6, &mut tmp, &mut whole);
+        let mut rows = Vec::new();
+        let mut row = vec![0.0; w];
+        shift_rows(&src, w, h, 1.3, -2.6, &mut tmp, &mut row, |y, r| {
+            rows.push(y);
+            assert_eq!(r, &whole[y * w..(y + 1) * w]);
+        });
+        assert_eq!(rows, (0..h).collect::<Vec<_>>());
     }
 
     #[test]

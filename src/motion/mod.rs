@@ -12,9 +12,11 @@
 //! and sub-pixel peak fitting ([`rigid`]); optional block-wise phase correlation
 //! around the rigid solution with neighbour smoothing for weak blocks
 //! ([`nonrigid`]); frames resampled once from the raw data with Lanczos-3
-//! interpolation ([`interp`]). Frames are processed in parallel batches and
-//! written in order, so results do not depend on the thread count and memory is
-//! bounded by the batch.
+//! interpolation ([`interp`]). Frames are processed in parallel batches of jobs
+//! of a fixed number of frames: each job reads a frame, registers it, and adds,
+//! encodes and writes every corrected row while it is in cache, so no frame
+//! crosses memory twice. Results do not depend on the thread count (the jobs'
+//! partial sums are added in job order) and memory is bounded by the batch.
 
 pub mod bidi;
 pub mod fft;
@@ -25,7 +27,7 @@ pub mod rigid;
 
 use crate::config::MotionParams;
 use crate::error::{Error, Result};
-use crate::movie::store::{FrameStore, FrameStoreWriter};
+use crate::movie::store::{FrameEncoder, FrameStore, FrameStoreWriter, IndexedFrames};
 use crate::progress::Progress;
 use nonrigid::{block_field_into, BlockAligner, BlockGrid, BlockShift};
 use rayon::prelude::*;
@@ -115,6 +117,8 @@ struct Buffers {
     blocks: Option<nonrigid::BlockWorkspace>,
     input: Vec<f32>,
     tmp: Vec<f32>,
+    /// One corrected row, on its way to the caller.
+    row: Vec<f32>,
     moved: Vec<f32>,
     /// The nonrigid per-pixel shift field (empty when rigid).
     dx: Vec<f32>,
@@ -130,18 +134,20 @@ impl Registrar {
             input: vec![0.0; n],
             // shift_image resamples through a ring of `interp::TAPS` rows.
             tmp: vec![0.0; interp::TAPS * self.w],
+            row: vec![0.0; self.w],
             moved: vec![0.0; n],
             dx: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
             dy: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
         }
     }
 
-    /// Register one raw frame into `out`; returns its motion and block shifts.
+    /// Register one raw frame, handing each corrected row to `sink(y, row)` in
+    /// order; returns its motion and block shifts.
     fn register(
         &self,
         raw: &[f32],
         b: &mut Buffers,
-        out: &mut [f32],
+        mut sink: impl FnMut(usize, &[f32]),
     ) -> (FrameMotion, Option<Vec<BlockShift>>) {
         let (w, h) = (self.w, self.h);
         let frame: &[f32] = match self.bidi {
@@ -153,6 +159,12 @@ impl Registrar {
         };
         let e = self.rigid.estimate(frame, &mut b.rigid);
         let constant = e.peak == 0.0 && e.snr == 0.0;
+        let margin = (e.x.abs().max(e.y.abs()).ceil() as usize + 2).min(w.min(h) / 4);
+        let mut qc = InnerCorrelation::new(w, h, margin);
+        let mut each_row = |y: usize, row: &[f32]| {
+            qc.add_row(y, row, &self.reference[y * w..(y + 1) * w]);
+            sink(y, row);
+        };
         let mut block_out = None;
         match (&self.blocks, b.blocks.as_mut()) {
             (Some(aligner), Some(bw)) if !constant => {
@@ -166,13 +178,18 @@ impl Registrar {
                 let ys: Vec<f32> = shifts.iter().map(|s| s.y).collect();
                 block_field_into(&aligner.grid, &xs, w, h, &mut b.dx);
                 block_field_into(&aligner.grid, &ys, w, h, &mut b.dy);
-                interp::warp_image(frame, w, h, &b.dx, &b.dy, out);
+                // The block estimates are done with `moved`: it takes the warp.
+                interp::warp_image(frame, w, h, &b.dx, &b.dy, &mut b.moved);
+                crate::simd::wide(|| {
+                    for (y, row) in b.moved.chunks_exact(w).enumerate() {
+                        each_row(y, row);
+                    }
+                });
                 block_out = Some(shifts);
             }
-            _ => interp::shift_image(frame, w, h, e.x, e.y, &mut b.tmp, out),
+            _ => interp::shift_rows(frame, w, h, e.x, e.y, &mut b.tmp, &mut b.row, each_row),
         }
-        let margin = (e.x.abs().max(e.y.abs()).ceil() as usize + 2).min(w.min(h) / 4);
-        let corr = inner_correlation(out, &self.reference, &self.reference_sums, w, h, margin);
+        let corr = qc.finish(&self.reference_sums);
         (
             FrameMotion {
                 shift_x: e.x as f32,
@@ -229,6 +246,7 @@ impl RowPrefix {
 
 /// Pearson correlation of two images over the region `margin` px inside the
 /// border; `b_sums` are `b`'s running sums (the reference's, fixed per session).
+#[cfg(test)]
 fn inner_correlation(
     a: &[f32],
     b: &[f32],
@@ -237,49 +255,98 @@ fn inner_correlation(
     h: usize,
     margin: usize,
 ) -> f64 {
-    crate::simd::wide(|| {
-        let (x0, x1) = (margin, w.saturating_sub(margin));
-        let (y0, y1) = (margin, h.saturating_sub(margin));
+    let mut qc = InnerCorrelation::new(w, h, margin);
+    for (y, (ra, rb)) in a.chunks_exact(w).zip(b.chunks_exact(w)).enumerate() {
+        qc.add_row(y, ra, rb);
+    }
+    qc.finish(b_sums)
+}
+
+/// The Pearson correlation of a frame with the reference over the region
+/// `margin` px inside the border, accumulated row by row as the corrected rows
+/// are made.
+///
+/// Σu, Σu² and Σu·b with u = a shifted by its first sample in the region
+/// (keeping the f32 lane sums small next to the variance), in eight f32 lanes
+/// per row so they vectorise, rows added in f64. The reference's own sums come
+/// from its [`RowPrefix`].
+struct InnerCorrelation {
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    ca: f32,
+    su: f64,
+    suu: f64,
+    sub: f64,
+}
+
+impl InnerCorrelation {
+    fn new(w: usize, h: usize, margin: usize) -> Self {
+        InnerCorrelation {
+            x0: margin,
+            x1: w.saturating_sub(margin),
+            y0: margin,
+            y1: h.saturating_sub(margin),
+            ca: 0.0,
+            su: 0.0,
+            suu: 0.0,
+            sub: 0.0,
+        }
+    }
+
+    /// Add row `y` of the frame (`a`) and of the reference (`b`); rows must come
+    /// in order.
+    #[inline(always)]
+    fn add_row(&mut self, y: usize, a: &[f32], b: &[f32]) {
+        let (x0, x1) = (self.x0, self.x1);
+        if y < self.y0 || y >= self.y1 || x1 <= x0 {
+            return;
+        }
+        if y == self.y0 {
+            self.ca = a[x0];
+        }
+        let ca = self.ca;
+        const LANES: usize = 8;
+        let (ra, rb) = (&a[x0..x1], &b[x0..x1]);
+        let (mut lu, mut luu, mut lub) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        let mut add = |pa: &[f32], pb: &[f32]| {
+            for k in 0..LANES {
+                let u = pa[k] - ca;
+                lu[k] += u;
+                luu[k] += u * u;
+                lub[k] += u * pb[k];
+            }
+        };
+        let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+        let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
+        for (pa, pb) in ca_it.zip(cb_it) {
+            add(pa, pb);
+        }
+        // The tail, padded with values that add nothing (u = 0).
+        let (mut pa, mut pb) = ([ca; LANES], [0.0f32; LANES]);
+        pa[..ta.len()].copy_from_slice(ta);
+        pb[..tb.len()].copy_from_slice(tb);
+        add(&pa, &pb);
+        let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
+        self.su += total(&lu);
+        self.suu += total(&luu);
+        self.sub += total(&lub);
+    }
+
+    /// The correlation, given the reference's running sums (NaN for an empty
+    /// region or one without variance).
+    fn finish(&self, b_sums: &RowPrefix) -> f64 {
+        let (x0, x1, y0, y1) = (self.x0, self.x1, self.y0, self.y1);
         if x1 <= x0 || y1 <= y0 {
             return f64::NAN;
-        }
-        // Σu, Σu² and Σu·b with u = a shifted by one of its samples (keeping the f32
-        // lane sums small next to the variance), in eight f32 lanes per row so they
-        // vectorise, rows added in f64. The reference's own sums come from `b_sums`.
-        let ca = a[y0 * w + x0];
-        let (mut su, mut suu, mut sub) = (0.0f64, 0.0, 0.0);
-        const LANES: usize = 8;
-        for y in y0..y1 {
-            let (ra, rb) = (&a[y * w + x0..y * w + x1], &b[y * w + x0..y * w + x1]);
-            let (mut lu, mut luu, mut lub) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
-            let mut add = |pa: &[f32], pb: &[f32]| {
-                for k in 0..LANES {
-                    let u = pa[k] - ca;
-                    lu[k] += u;
-                    luu[k] += u * u;
-                    lub[k] += u * pb[k];
-                }
-            };
-            let (ca_it, cb_it) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
-            let (ta, tb) = (ca_it.remainder(), cb_it.remainder());
-            for (pa, pb) in ca_it.zip(cb_it) {
-                add(pa, pb);
-            }
-            // The tail, padded with values that add nothing (u = 0).
-            let (mut pa, mut pb) = ([ca; LANES], [0.0f32; LANES]);
-            pa[..ta.len()].copy_from_slice(ta);
-            pb[..tb.len()].copy_from_slice(tb);
-            add(&pa, &pb);
-            let total = |l: &[f32; LANES]| l.iter().map(|&v| v as f64).sum::<f64>();
-            su += total(&lu);
-            suu += total(&luu);
-            sub += total(&lub);
         }
         let (sb, sbb) = b_sums.rect(x0, x1, y0, y1);
         let n = ((x1 - x0) * (y1 - y0)) as f64;
         if n < 2.0 {
             return f64::NAN;
         }
+        let (su, suu, sub) = (self.su, self.suu, self.sub);
         let cov = sub - su * sb / n;
         let va = suu - su * su / n;
         let vb = sbb - sb * sb / n;
@@ -287,7 +354,7 @@ fn inner_correlation(
             return f64::NAN;
         }
         cov / (va * vb).sqrt()
-    })
+    }
 }
 
 /// Crispness of an image: the Frobenius norm of its gradient (central
@@ -417,54 +484,46 @@ pub fn register_session(
     let mut clamped_values = 0u64;
     let batch = params.batch_frames.max(1);
     let px = w * h;
-    let mut raw = vec![0.0f32; batch * px];
-    let pool: Vec<std::sync::Mutex<Option<Buffers>>> = (0..2 * rayon::current_num_threads())
+    let pool: Vec<std::sync::Mutex<Option<Slot>>> = (0..2 * rayon::current_num_threads())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
-    // The store is written on its own thread while the next batch registers; at
-    // most three corrected batches exist at once (one registering, one queued,
-    // one being written), so memory stays bounded by the batch.
-    let (to_writer, from_main) = std::sync::mpsc::sync_channel::<(Vec<f32>, usize)>(1);
-    let (recycle, recycled) = std::sync::mpsc::channel::<Vec<f32>>();
-    std::thread::scope(|scope| -> Result<()> {
-        let writer = scope.spawn(move || -> Result<u64> {
-            let mut clamped = 0u64;
-            for (buf, len) in from_main {
-                clamped += output.write_frames(&buf[..len])?.clamped_values;
-                let _ = recycle.send(buf);
-            }
-            Ok(clamped)
-        });
+    let encoder = output.encoder();
+    let mut job_sums: Vec<JobSums> = (0..batch.div_ceil(JOB_FRAMES))
+        .map(|_| JobSums::new(px))
+        .collect();
+    output.write_indexed(n, |store| -> Result<()> {
         let mut start = 0;
         while start < n {
-            let got = input.read_frames_into(start, &mut raw)?;
-            let mut corrected = recycled
-                .try_recv()
-                .unwrap_or_else(|_| vec![0.0f32; batch * px]);
-            // Two jobs per thread and batch (some balance); each job takes a slot
-            // of the pool, so the buffers (several MB at 512²) are allocated once
-            // per session, not once per job.
-            let per_job = got.div_ceil(pool.len()).max(1);
-            let results: Vec<(FrameMotion, Option<Vec<BlockShift>>)> = raw[..got * px]
-                .par_chunks(per_job * px)
-                .zip(corrected[..got * px].par_chunks_mut(per_job * px))
-                .zip(pool.par_iter())
-                .map(|((raws, outs), slot)| {
-                    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-                    let b = guard.get_or_insert_with(|| registrar.buffers());
-                    raws.chunks(px)
-                        .zip(outs.chunks_mut(px))
-                        .map(|(r, out)| registrar.register(r, b, out))
-                        .collect::<Vec<_>>()
+            let got = batch.min(n - start);
+            let jobs = got.div_ceil(JOB_FRAMES);
+            // Each job reads, registers, sums, encodes and writes its own frames, so
+            // every frame is read, shifted, added to the mean images and converted
+            // for the store while it is in cache, and no thread waits on a serial
+            // step.
+            let results: Vec<JobResult> = job_sums[..jobs]
+                .par_iter_mut()
+                .enumerate()
+                .map(|(j, sums)| {
+                    let mut guard = take_slot(&pool, j);
+                    let slot = guard.get_or_insert_with(|| Slot {
+                        buffers: registrar.buffers(),
+                        raw: vec![0.0; px],
+                        encoded: vec![0; encoder.frame_bytes()],
+                    });
+                    let first = start + j * JOB_FRAMES;
+                    let count = JOB_FRAMES.min(start + got - first);
+                    let job = Job {
+                        registrar: &registrar,
+                        input,
+                        encoder: &encoder,
+                        store,
+                    };
+                    job.run(first, count, slot, sums)
                 })
-                .flatten_iter()
-                .collect();
-            accumulate(&mut sum_raw, &raw[..got * px], px);
-            accumulate(&mut sum_cor, &corrected[..got * px], px);
-            if to_writer.send((corrected, got * px)).is_err() {
-                break; // the writer failed; its error is reported below
-            }
-            for (m, b) in results {
+                .collect::<Result<_>>()?;
+            add_job_sums(&mut sum_raw, &mut sum_cor, &job_sums[..jobs]);
+            clamped_values += results.iter().map(|r| r.clamped_values).sum::<u64>();
+            for (m, b) in results.into_iter().flat_map(|r| r.frames) {
                 if let Some(aligner) = &registrar.blocks {
                     // Every frame gets a row of blocks, so rows stay aligned with
                     // frames; a frame without block estimates (constant) gets its
@@ -485,10 +544,6 @@ pub fn register_session(
             progress.advance(got as u64);
             start += got;
         }
-        drop(to_writer);
-        clamped_values = writer
-            .join()
-            .map_err(|_| Error::internal("the frame-store writer thread panicked"))??;
         Ok(())
     })?;
     if frames.len() != n {
@@ -539,21 +594,150 @@ pub fn register_session(
     })
 }
 
-/// Add every frame of `frames` (frame length `px`) into `acc`, in parallel over
-/// pixel ranges (the order of additions per pixel is fixed, so the result does
-/// not depend on the thread count).
-fn accumulate(acc: &mut [f64], frames: &[f32], px: usize) {
-    const CHUNK: usize = 8192;
-    acc.par_chunks_mut(CHUNK).enumerate().for_each(|(c, a)| {
-        let (start, len) = (c * CHUNK, a.len());
-        crate::simd::wide(|| {
-            for frame in frames.chunks_exact(px) {
-                for (x, v) in a.iter_mut().zip(&frame[start..start + len]) {
-                    *x += *v as f64;
-                }
-            }
+/// Frames per parallel job. Fixed, not derived from the thread count, so that the
+/// jobs' partial sums, and with them the mean images, are the same on any number
+/// of threads.
+const JOB_FRAMES: usize = 8;
+
+/// One job's partial sums of its raw and corrected frames, in f32: at most
+/// `JOB_FRAMES` terms each (exact for integer raw values), added into the
+/// session's f64 sums in job order.
+struct JobSums {
+    raw: Vec<f32>,
+    cor: Vec<f32>,
+}
+
+impl JobSums {
+    fn new(px: usize) -> Self {
+        JobSums {
+            raw: vec![0.0; px],
+            cor: vec![0.0; px],
+        }
+    }
+}
+
+/// One job's buffers, taken from the pool: the registrar's, one raw frame and
+/// one encoded corrected frame.
+struct Slot {
+    buffers: Buffers,
+    raw: Vec<f32>,
+    encoded: Vec<u8>,
+}
+
+/// What one job returns: its frames' motion (and block shifts), and how many
+/// values the store's conversion clamped.
+struct JobResult {
+    frames: Vec<(FrameMotion, Option<Vec<BlockShift>>)>,
+    clamped_values: u64,
+}
+
+/// A free slot of the pool; at most one job per thread runs at once and the pool
+/// holds two slots per thread, so one is always free (job `j`'s own as a last
+/// resort).
+fn take_slot(
+    pool: &[std::sync::Mutex<Option<Slot>>],
+    j: usize,
+) -> std::sync::MutexGuard<'_, Option<Slot>> {
+    pool.iter()
+        .find_map(|m| m.try_lock().ok())
+        .unwrap_or_else(|| {
+            pool[j % pool.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
         })
-    });
+}
+
+/// What every job shares: the registrar, the raw store it reads, and the
+/// corrected store it writes.
+struct Job<'a> {
+    registrar: &'a Registrar,
+    input: &'a FrameStore,
+    encoder: &'a FrameEncoder,
+    store: &'a IndexedFrames<'a>,
+}
+
+impl Job<'_> {
+    /// Register frames `first..first + count`: read each from the raw store,
+    /// register it, add raw and corrected frame into `sums`, encode the
+    /// corrected rows as they are made and write the frame to the store.
+    fn run(
+        &self,
+        first: usize,
+        count: usize,
+        slot: &mut Slot,
+        sums: &mut JobSums,
+    ) -> Result<JobResult> {
+        let (w, h) = (self.registrar.w, self.registrar.h);
+        let row_bytes = self.encoder.frame_bytes() / h;
+        sums.raw.fill(0.0);
+        sums.cor.fill(0.0);
+        let mut clamped_values = 0;
+        let Slot {
+            buffers,
+            raw,
+            encoded,
+        } = slot;
+        let frames = (first..first + count)
+            .map(|i| {
+                self.input.read_frames_into(i, raw)?;
+                let mut failed = None;
+                let result = self.registrar.register(raw, buffers, |y, row| {
+                    // Raw row y was just resampled into the shift's ring: in cache.
+                    let at = y * w..(y + 1) * w;
+                    add_frame(&mut sums.raw[at.clone()], &raw[at.clone()]);
+                    add_frame(&mut sums.cor[at], row);
+                    let bytes = &mut encoded[y * row_bytes..(y + 1) * row_bytes];
+                    match self.encoder.encode_at(i, y * w, row, bytes) {
+                        Ok(c) => clamped_values += c,
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                self.store.write(i, encoded)?;
+                Ok(result)
+            })
+            .collect::<Result<_>>()?;
+        Ok(JobResult {
+            frames,
+            clamped_values,
+        })
+    }
+}
+
+#[inline(always)]
+fn add_frame(acc: &mut [f32], frame: &[f32]) {
+    crate::simd::wide(|| {
+        for (a, v) in acc.iter_mut().zip(frame) {
+            *a += *v;
+        }
+    })
+}
+
+/// Add the jobs' partial sums into the session's, in parallel over pixel ranges
+/// and in job order per pixel (so the result does not depend on the thread count).
+fn add_job_sums(sum_raw: &mut [f64], sum_cor: &mut [f64], jobs: &[JobSums]) {
+    const CHUNK: usize = 8192;
+    sum_raw
+        .par_chunks_mut(CHUNK)
+        .zip(sum_cor.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, (raw, cor))| {
+            let (start, len) = (c * CHUNK, raw.len());
+            crate::simd::wide(|| {
+                for job in jobs {
+                    for (x, v) in raw.iter_mut().zip(&job.raw[start..start + len]) {
+                        *x += *v as f64;
+                    }
+                    for (x, v) in cor.iter_mut().zip(&job.cor[start..start + len]) {
+                        *x += *v as f64;
+                    }
+                }
+            })
+        });
 }
 
 fn mean_image(frames: &[Vec<f32>], len: usize) -> Vec<f32> {

@@ -170,8 +170,9 @@ impl Band {
 /// Per-thread buffers for a [`Correlator`].
 pub struct Workspace {
     pub fft: Fft2Scratch,
-    /// The cross-power spectrum of the last frame (kept for sub-pixel refinement).
-    pub spec: Vec<Complex32>,
+    /// The cross-power spectrum of the last frame (kept for sub-pixel refinement);
+    /// zero outside the correlator's band, which is never written.
+    spec: Vec<Complex32>,
     pub prepared: Vec<f32>,
     /// The correlation surface of the last frame at offsets within ±(bound + 1)
     /// px, zero shift at the centre: see [`Correlator::window_half`].
@@ -251,9 +252,12 @@ impl Correlator {
     /// frame's variance.
     pub fn surface(&self, frame: &[f32], ws: &mut Workspace) -> f64 {
         let var = prepare(frame, &self.taper, &mut ws.prepared);
+        // Outside the band the reference is zero: those columns of `ws.spec` are
+        // neither transformed nor multiplied, and stay zero from `for_fft`.
+        let kept = self.band.cols * self.fft.height;
         self.fft
-            .forward_consuming(&mut ws.prepared, &mut ws.spec, &mut ws.fft);
-        for (s, r) in ws.spec.iter_mut().zip(&self.reference) {
+            .forward_consuming(&mut ws.prepared, &mut ws.spec, self.band.cols, &mut ws.fft);
+        for (s, r) in ws.spec[..kept].iter_mut().zip(&self.reference[..kept]) {
             *s *= r;
         }
         self.fft.inverse_window(

@@ -50,7 +50,9 @@
 //! it opened, while another program truncating a mapped store would make the
 //! reader fault. The one exception is [`FrameStoreWriter::recycle`]: the motion
 //! stage first renames a session's raw store out of its name, then writes the
-//! corrected frames over it, each batch only after its raw frames were read. Stores come only from cortexmap, so values read back are not
+//! corrected frames over it, each frame only after its raw frame was read
+//! ([`FrameStoreWriter::write_indexed`] writes frames by index from many
+//! threads). Stores come only from cortexmap, so values read back are not
 //! checked for NaN again, and the header's padding is ignored when reading.
 //!
 //! # Speed
@@ -186,11 +188,19 @@ const ROUNDING_MAGIC: f32 = 12_582_912.0;
 /// saturating `as i32` (scalar code), it is plain arithmetic and bit operations,
 /// which the compiler vectorises.
 fn f32_to_i16_le(src: &[f32], dst: &mut [u8]) -> u32 {
+    f32_to_i16_le_checked(src, dst).0
+}
+
+/// [`f32_to_i16_le`], also saying whether every value was finite (checked in the
+/// same pass, so a caller need not scan the values first).
+fn f32_to_i16_le_checked(src: &[f32], dst: &mut [u8]) -> (u32, bool) {
     crate::simd::wide(|| {
         debug_assert_eq!(dst.len(), src.len() * 2);
         let magic_bits = ROUNDING_MAGIC.to_bits() as i32;
         let mut clamped = 0u32;
+        let mut finite = true;
         for (v, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
+            finite &= v.is_finite();
             let x = v.clamp(-32769.0, 32768.0);
             let y = x + ROUNDING_MAGIC;
             let even = y.to_bits() as i32 - magic_bits;
@@ -202,7 +212,7 @@ fn f32_to_i16_le(src: &[f32], dst: &mut [u8]) -> u32 {
             clamped += u32::from(c != rounded);
             d.copy_from_slice(&(c as i16).to_le_bytes());
         }
-        clamped
+        (clamped, finite)
     })
 }
 
@@ -241,6 +251,184 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Converts frames to a store's on-disk values, apart from its writer: workers
+/// encode frames while they are still in cache, and the writer only writes
+/// ([`FrameStoreWriter::write_encoded`]).
+#[derive(Debug, Clone)]
+pub struct FrameEncoder {
+    /// The store's destination, for messages.
+    dest: PathBuf,
+    height: usize,
+    width: usize,
+    dtype: StoreDtype,
+}
+
+impl FrameEncoder {
+    /// Pixels per frame.
+    pub fn frame_len(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Bytes per encoded frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.frame_len() * self.dtype.bytes()
+    }
+
+    /// Encode `values`, which start `offset` pixels into frame `frame` and lie
+    /// within it (a row, say), into `out`; returns how many were clamped.
+    /// Non-finite values are internal errors naming the frame, row and column.
+    pub fn encode_at(
+        &self,
+        frame: usize,
+        offset: usize,
+        values: &[f32],
+        out: &mut [u8],
+    ) -> Result<u64> {
+        if offset + values.len() > self.frame_len()
+            || out.len() != values.len() * self.dtype.bytes()
+        {
+            return Err(Error::internal(format!(
+                "frame store {}: {} values at pixel {offset} ({} bytes of room) do not fit a \
+                 {}x{} frame",
+                self.dest.display(),
+                values.len(),
+                out.len(),
+                self.height,
+                self.width
+            )));
+        }
+        // Convert first and look for the bad value only when there is one: the
+        // int16 conversion checks finiteness in its own pass.
+        let (clamped, finite) = match self.dtype {
+            StoreDtype::I16 => {
+                let (c, finite) = f32_to_i16_le_checked(values, out);
+                (u64::from(c), finite)
+            }
+            StoreDtype::F32 => {
+                f32_to_f32_le(values, out);
+                (0, first_non_finite(values).is_none())
+            }
+        };
+        if finite {
+            return Ok(clamped);
+        }
+        if let Some(i) = first_non_finite(values) {
+            let p = offset + i;
+            return Err(Error::internal(format!(
+                "frame store {}: frame {frame} (row {}, column {}) is {}, not a finite value",
+                self.dest.display(),
+                p / self.width,
+                p % self.width,
+                values[i]
+            )));
+        }
+        Ok(clamped)
+    }
+
+    /// Refuse a partial frame or a non-finite value, naming where it is.
+    fn check(&self, first: usize, frames: &[f32]) -> Result<()> {
+        let frame_len = self.frame_len();
+        if !frames.len().is_multiple_of(frame_len) {
+            return Err(Error::internal(format!(
+                "frame store {}: {} values are not a whole number of {}x{} frames",
+                self.dest.display(),
+                frames.len(),
+                self.height,
+                self.width
+            )));
+        }
+        if let Some(i) = first_non_finite(frames) {
+            let (f, p) = (i / frame_len, i % frame_len);
+            return Err(Error::internal(format!(
+                "frame store {}: frame {} (row {}, column {}) is {}, not a finite value",
+                self.dest.display(),
+                first + f,
+                p / self.width,
+                p % self.width,
+                frames[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Convert checked values; returns how many were clamped.
+    fn convert(&self, values: &[f32], out: &mut [u8]) -> u64 {
+        match self.dtype {
+            StoreDtype::I16 => u64::from(f32_to_i16_le(values, out)),
+            StoreDtype::F32 => {
+                f32_to_f32_le(values, out);
+                0
+            }
+        }
+    }
+}
+
+/// The frames of one [`FrameStoreWriter::write_indexed`] call, written by index
+/// from any thread.
+#[derive(Debug)]
+pub struct IndexedFrames<'a> {
+    file: &'a File,
+    dest: &'a Path,
+    /// Where the call's first frame starts in the file.
+    first_byte: u64,
+    frame_bytes: usize,
+    written: Vec<std::sync::atomic::AtomicBool>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl IndexedFrames<'_> {
+    /// Write the call's frame `index` (0 = the first of the call) from `bytes`, one
+    /// encoded frame. An index out of range, written before, or bytes that are not
+    /// one frame are internal errors; an I/O failure is an output error.
+    pub fn write(&self, index: usize, bytes: &[u8]) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if bytes.len() != self.frame_bytes {
+            return Err(Error::internal(format!(
+                "frame store {}: {} bytes are not one {}-byte frame",
+                self.dest.display(),
+                bytes.len(),
+                self.frame_bytes
+            )));
+        }
+        let Some(flag) = self.written.get(index) else {
+            return Err(Error::internal(format!(
+                "frame store {}: frame {index} is past the {} frames being written",
+                self.dest.display(),
+                self.written.len()
+            )));
+        };
+        if flag.swap(true, Ordering::SeqCst) {
+            return Err(Error::internal(format!(
+                "frame store {}: frame {index} written twice",
+                self.dest.display()
+            )));
+        }
+        let at = self.first_byte + (index * self.frame_bytes) as u64;
+        write_all_at(self.file, bytes, at).map_err(|e| {
+            self.failed.store(true, Ordering::SeqCst);
+            Error::output(self.dest, e)
+        })
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, at)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut at: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+        at += n as u64;
+    }
+    Ok(())
 }
 
 // ----- writing -----
@@ -362,43 +550,15 @@ impl FrameStoreWriter {
     /// internal errors, and then nothing of this call is written. An I/O failure is
     /// an output error, after which the writer refuses further writes.
     pub fn write_frames(&mut self, frames: &[f32]) -> Result<WriteStats> {
-        if self.failed {
-            return Err(Error::internal(format!(
-                "frame store {}: written to after a failed write",
-                self.dest.display()
-            )));
-        }
-        let frame_len = self.height * self.width;
-        if !frames.len().is_multiple_of(frame_len) {
-            return Err(Error::internal(format!(
-                "frame store {}: {} values are not a whole number of {}x{} frames",
-                self.dest.display(),
-                frames.len(),
-                self.height,
-                self.width
-            )));
-        }
-        if let Some(i) = first_non_finite(frames) {
-            let (f, p) = (i / frame_len, i % frame_len);
-            return Err(Error::internal(format!(
-                "frame store {}: frame {} (row {}, column {}) is {}, not a finite value",
-                self.dest.display(),
-                self.frames_written + f,
-                p / self.width,
-                p % self.width,
-                frames[i]
-            )));
-        }
-        let bytes = self.dtype.bytes();
+        self.check_writable()?;
+        let encoder = self.encoder();
+        encoder.check(self.frames_written, frames)?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut clamped = 0u64;
         let mut result = Ok(());
         for block in frames.chunks(WRITE_BLOCK) {
-            scratch.resize(block.len() * bytes, 0);
-            match self.dtype {
-                StoreDtype::I16 => clamped += u64::from(f32_to_i16_le(block, &mut scratch)),
-                StoreDtype::F32 => f32_to_f32_le(block, &mut scratch),
-            }
+            scratch.resize(block.len() * self.dtype.bytes(), 0);
+            clamped += encoder.convert(block, &mut scratch);
             result = self.write_bytes_at_end(&scratch);
             if result.is_err() {
                 break;
@@ -406,12 +566,100 @@ impl FrameStoreWriter {
         }
         self.scratch = scratch;
         result?;
-        let n = frames.len() / frame_len;
+        let n = frames.len() / encoder.frame_len();
         self.frames_written += n;
         Ok(WriteStats {
             frames: n,
             clamped_values: clamped,
         })
+    }
+
+    /// The conversion this store's frames go through, to run on other threads
+    /// before [`write_encoded`](Self::write_encoded).
+    pub fn encoder(&self) -> FrameEncoder {
+        FrameEncoder {
+            dest: self.dest.clone(),
+            height: self.height,
+            width: self.width,
+            dtype: self.dtype,
+        }
+    }
+
+    /// Write the next `n` frames by index, from many threads at once: `fill`
+    /// gets an [`IndexedFrames`] whose [`write`](IndexedFrames::write) puts one
+    /// frame, encoded by this writer's [`encoder`](Self::encoder), at its place.
+    /// Every one of the `n` frames must be written exactly once before `fill`
+    /// returns, or this is an internal error; an I/O failure is an output error.
+    /// After any error (`fill`'s own included) the writer refuses further writes.
+    ///
+    /// Workers that encode a frame while it is in cache and write it at once
+    /// save the round trip through a batch buffer and a writer thread.
+    pub fn write_indexed<R>(
+        &mut self,
+        n: usize,
+        fill: impl FnOnce(&IndexedFrames) -> Result<R>,
+    ) -> Result<R> {
+        self.check_writable()?;
+        let frame_bytes = self.encoder().frame_bytes();
+        let first_byte = (HEADER_LEN + self.frames_written * frame_bytes) as u64;
+        let dest = self.dest.clone();
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::internal("frame store writer used after finish"))?;
+        // Positional writes bypass the buffer: empty it first.
+        if let Err(e) = writer.flush() {
+            self.failed = true;
+            return Err(Error::output(&dest, e));
+        }
+        let frames = IndexedFrames {
+            file: writer.get_ref(),
+            dest: &dest,
+            first_byte,
+            frame_bytes,
+            written: (0..n)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        };
+        let result = fill(&frames);
+        let failed = frames.failed.load(std::sync::atomic::Ordering::SeqCst);
+        let missing = frames
+            .written
+            .iter()
+            .position(|w| !w.load(std::sync::atomic::Ordering::SeqCst));
+        drop(frames);
+        // Frames past the last complete one may hold anything now.
+        if failed || result.is_err() {
+            self.failed = true;
+        }
+        let value = result?;
+        if let Some(i) = missing {
+            self.failed = true;
+            return Err(Error::internal(format!(
+                "frame store {}: frame {} of {n} written by index was never written",
+                dest.display(),
+                self.frames_written + i
+            )));
+        }
+        self.frames_written += n;
+        // Later appends go after the frames just written.
+        let end = first_byte + (n * frame_bytes) as u64;
+        if let Err(e) = writer.seek(SeekFrom::Start(end)) {
+            self.failed = true;
+            return Err(Error::output(&dest, e));
+        }
+        Ok(value)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::internal(format!(
+                "frame store {}: written to after a failed write",
+                self.dest.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Frames written so far.
@@ -892,6 +1140,101 @@ mod tests {
         drop(FrameStoreWriter::recycle(&src, &other, h, w, StoreDtype::I16).unwrap());
         assert!(!src.exists() && !other.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn frames_written_by_index_from_two_threads_land_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("s.raw"), dir.path().join("s.bin"));
+        let (n, h, w) = (7, 3, 4);
+        let data = movie(n, h, w);
+        write_store(&src, &data, h, w, StoreDtype::I16, &[n]);
+        let input = FrameStore::open(&src).unwrap();
+        let mut out = FrameStoreWriter::recycle(&src, &dest, h, w, StoreDtype::I16).unwrap();
+        out.write_frames(&data[..h * w]).unwrap();
+        let encoder = out.encoder();
+        // Frames 1..6 by index, odd and even ones on two threads, each read just
+        // before it is written over, as the motion stage does; frame 6 appended.
+        let clamped = out
+            .write_indexed(5, |store| {
+                let worker = |parity: usize| -> Result<u64> {
+                    let (mut frame, mut bytes) = (vec![0.0f32; h * w], vec![0u8; h * w * 2]);
+                    let mut clamped = 0;
+                    for k in (0..5).filter(|k| k % 2 == parity) {
+                        input.read_frames_into(1 + k, &mut frame).unwrap();
+                        frame.iter_mut().for_each(|v| *v = -*v * 1000.0);
+                        for (y, row) in frame.chunks(w).enumerate() {
+                            let at = &mut bytes[y * w * 2..(y + 1) * w * 2];
+                            clamped += encoder.encode_at(1 + k, y * w, row, at)?;
+                        }
+                        store.write(k, &bytes)?;
+                    }
+                    Ok(clamped)
+                };
+                std::thread::scope(|s| {
+                    let odd = s.spawn(|| worker(1));
+                    Ok(worker(0)? + odd.join().unwrap()?)
+                })
+            })
+            .unwrap();
+        assert!(clamped > 0);
+        assert_eq!(out.frames_written(), 6);
+        out.write_frames(&data[6 * h * w..]).unwrap();
+        out.finish().unwrap();
+        drop(input);
+        let got = FrameStore::open(&dest).unwrap();
+        assert_eq!(got.n_frames(), n);
+        assert_eq!(got.frame(0).unwrap(), data[..h * w]);
+        for i in 1..6 {
+            let want: Vec<f32> = data[i * h * w..(i + 1) * h * w]
+                .iter()
+                .map(|v| (-v * 1000.0).clamp(-32768.0, 32767.0))
+                .collect();
+            assert_eq!(got.frame(i).unwrap(), want, "frame {i}");
+        }
+        assert_eq!(got.frame(6).unwrap(), data[6 * h * w..]);
+    }
+
+    #[test]
+    fn indexed_writes_refuse_gaps_repeats_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.cmx");
+        let mut out = FrameStoreWriter::create(&path, 2, 3, StoreDtype::I16).unwrap();
+        let encoder = out.encoder();
+        let mut bytes = vec![0u8; encoder.frame_bytes()];
+        let err = encoder.encode_at(4, 3, &[1.0, f32::NAN, 2.0], &mut bytes[6..]);
+        assert_internal(err, "frame 4 (row 1, column 1)");
+        assert_internal(
+            encoder.encode_at(0, 4, &[1.0; 3], &mut bytes[6..]),
+            "do not fit",
+        );
+        assert_internal(
+            out.write_indexed(2, |store| {
+                store.write(0, &bytes)?;
+                store.write(0, &bytes)
+            }),
+            "frame 0 written twice",
+        );
+        // After a refused call the writer is unusable, and nothing is published.
+        assert!(out.write_frames(&[0.0; 6]).is_err());
+        drop(out);
+        let mut out = FrameStoreWriter::create(&path, 2, 3, StoreDtype::I16).unwrap();
+        assert_internal(
+            out.write_indexed(2, |store| store.write(1, &bytes)),
+            "frame 0 of 2 written by index was never written",
+        );
+        let mut out = FrameStoreWriter::create(&path, 2, 3, StoreDtype::I16).unwrap();
+        assert_internal(
+            out.write_indexed(1, |store| store.write(1, &bytes)),
+            "past the 1 frames",
+        );
+        let mut out = FrameStoreWriter::create(&path, 2, 3, StoreDtype::I16).unwrap();
+        assert_internal(
+            out.write_indexed(1, |store| store.write(0, &bytes[1..])),
+            "not one 12-byte frame",
+        );
+        drop(out);
+        assert!(!path.exists());
     }
 
     #[test]
