@@ -13,6 +13,12 @@ use std::sync::Arc;
 /// Rows transformed together before a blocked transpose.
 const ROWS: usize = 16;
 
+/// `d` modulo `n`, in `0..n`.
+#[inline]
+fn wrap(d: isize, n: usize) -> usize {
+    d.rem_euclid(n as isize) as usize
+}
+
 /// Plans for one image size.
 pub struct Fft2 {
     pub width: usize,
@@ -21,6 +27,19 @@ pub struct Fft2 {
     c2r: Arc<dyn ComplexToReal<f32>>,
     col_fwd: Arc<dyn Fft<f32>>,
     col_inv: Arc<dyn Fft<f32>>,
+}
+
+/// The per-column product of [`Fft2::correlate_window`]:
+/// `(FFT(image) − offset·pedestal) · filter`.
+///
+/// The pedestal lets a caller transform an image before removing a constant
+/// from it: `FFT((v − a)·t) = FFT(v·t) − a·FFT(t)` for a fixed taper `t`, so the
+/// frame's mean need not be known before its one pass over the pixels.
+#[derive(Clone, Copy)]
+pub struct ColumnProduct<'a> {
+    pub filter: &'a [Complex32],
+    pub pedestal: &'a [Complex32],
+    pub offset: f32,
 }
 
 /// Where the forward transform takes its rows from.
@@ -88,6 +107,7 @@ impl Fft2 {
     /// Forward transform of a row-major image into `spec` (column-major).
     pub fn forward(&self, image: &[f32], spec: &mut [Complex32], s: &mut Fft2Scratch) {
         self.forward_rows(Rows::Shared(image), spec, self.half_width(), s);
+        self.col_fwd.process_with_scratch(spec, &mut s.col_scratch);
     }
 
     /// [`forward`](Self::forward) of the columns `kx < cols` only, using `image`
@@ -104,9 +124,62 @@ impl Fft2 {
         cols: usize,
         s: &mut Fft2Scratch,
     ) {
-        self.forward_rows(Rows::Consumed(image), spec, cols.min(self.half_width()), s);
+        let cols = cols.min(self.half_width());
+        self.forward_rows(Rows::Consumed(image), spec, cols, s);
+        self.col_fwd
+            .process_with_scratch(&mut spec[..cols * self.height], &mut s.col_scratch);
     }
 
+    /// The circular cross-correlation surface of `image` with a filter near zero
+    /// shift: the inverse transform of `(FFT(image) − offset·pedestal) · filter`
+    /// (see [`ColumnProduct`]) at offsets |dx| ≤ `m`, |dy| ≤ `m` (wrapping), into
+    /// `window` as in [`inverse_window`](Self::inverse_window). `image` is
+    /// consumed as scratch; `spec` is left holding the product in its columns
+    /// `kx < cols`, and the filter must be zero from column `cols` on (those
+    /// columns are skipped and `spec`'s are left as they were).
+    ///
+    /// Equal to [`forward_consuming`](Self::forward_consuming), the product and
+    /// [`inverse_window`](Self::inverse_window), but each column goes through its
+    /// forward transform, the product and its inverse transform while it is in
+    /// cache, instead of three passes over the whole spectrum.
+    #[allow(clippy::too_many_arguments)]
+    pub fn correlate_window(
+        &self,
+        image: &mut [f32],
+        spec: &mut [Complex32],
+        product: &ColumnProduct,
+        cols: usize,
+        m: usize,
+        window: &mut [f32],
+        s: &mut Fft2Scratch,
+    ) {
+        let (h, hw) = (self.height, self.half_width());
+        let cols = cols.min(hw);
+        let ColumnProduct {
+            filter,
+            pedestal,
+            offset,
+        } = *product;
+        debug_assert_eq!(filter.len(), hw * h);
+        debug_assert_eq!(pedestal.len(), hw * h);
+        self.forward_rows(Rows::Consumed(image), spec, cols, s);
+        let side = self.start_window_rows(cols, m, window, s);
+        for kx in 0..cols {
+            let col = &mut spec[kx * h..(kx + 1) * h];
+            self.col_fwd.process_with_scratch(col, &mut s.col_scratch);
+            let at = kx * h..(kx + 1) * h;
+            for ((c, f), p) in col.iter_mut().zip(&filter[at.clone()]).zip(&pedestal[at]) {
+                *c = (*c - p * offset) * f;
+            }
+            s.column.copy_from_slice(col);
+            self.col_inv
+                .process_with_scratch(&mut s.column, &mut s.col_scratch);
+            for r in 0..side {
+                s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
+            }
+        }
+        self.finish_window(m, window, s);
+    }
     fn forward_rows(
         &self,
         mut image: Rows,
@@ -140,8 +213,6 @@ impl Fft2 {
                 }
             }
         }
-        self.col_fwd
-            .process_with_scratch(&mut spec[..cols * h], &mut s.col_scratch);
     }
 
     /// Inverse transform of `spec` (consumed as scratch) into a row-major image.
@@ -187,17 +258,9 @@ impl Fft2 {
         window: &mut [f32],
         s: &mut Fft2Scratch,
     ) {
-        let (w, h, hw) = (self.width, self.height, self.half_width());
-        let side = 2 * m + 1;
+        let (h, hw) = (self.height, self.half_width());
         debug_assert_eq!(spec.len(), hw * h);
-        debug_assert_eq!(window.len(), side * side);
-        s.window_rows.resize(side * hw, Complex32::new(0.0, 0.0));
-        let wrap = |d: isize, n: usize| d.rem_euclid(n as isize) as usize;
-        for kx in cols.min(hw)..hw {
-            for r in 0..side {
-                s.window_rows[r * hw + kx] = Complex32::new(0.0, 0.0);
-            }
-        }
+        let side = self.start_window_rows(cols, m, window, s);
         for kx in 0..cols.min(hw) {
             s.column.copy_from_slice(&spec[kx * h..(kx + 1) * h]);
             self.col_inv
@@ -206,6 +269,34 @@ impl Fft2 {
                 s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
             }
         }
+        self.finish_window(m, window, s);
+    }
+
+    /// Size the window's half-spectrum rows for offsets within ±`m` and zero
+    /// their columns from `cols` on; returns the window's side.
+    fn start_window_rows(
+        &self,
+        cols: usize,
+        m: usize,
+        window: &[f32],
+        s: &mut Fft2Scratch,
+    ) -> usize {
+        let hw = self.half_width();
+        let side = 2 * m + 1;
+        debug_assert_eq!(window.len(), side * side);
+        s.window_rows.resize(side * hw, Complex32::new(0.0, 0.0));
+        for kx in cols.min(hw)..hw {
+            for r in 0..side {
+                s.window_rows[r * hw + kx] = Complex32::new(0.0, 0.0);
+            }
+        }
+        side
+    }
+
+    /// Transform the window's rows along x and keep the offsets within ±`m`.
+    fn finish_window(&self, m: usize, window: &mut [f32], s: &mut Fft2Scratch) {
+        let (w, h, hw) = (self.width, self.height, self.half_width());
+        let side = 2 * m + 1;
         let norm = 1.0 / (w * h) as f32;
         for r in 0..side {
             self.row_to_real(
@@ -282,6 +373,53 @@ mod tests {
         fft.forward_consuming(&mut img.clone(), &mut c, 3, &mut s);
         assert_eq!(c[..3 * h], a[..3 * h]);
         assert!(c[3 * h..].iter().all(|v| *v == Complex32::new(7.0, 7.0)));
+    }
+
+    #[test]
+    fn correlate_window_equals_forward_product_and_windowed_inverse() {
+        let (w, h, m, cols) = (18, 14, 4, 7);
+        let fft = Fft2::new(w, h);
+        let mut s = fft.scratch();
+        let img: Vec<f32> = (0..w * h).map(|i| ((i * 29) % 13) as f32 - 5.0).collect();
+        let hw = fft.half_width();
+        let mut filter: Vec<Complex32> = (0..hw * h)
+            .map(|i| Complex32::new(((i * 7) % 5) as f32 - 2.0, ((i * 3) % 4) as f32))
+            .collect();
+        filter[cols * h..].fill(Complex32::new(0.0, 0.0));
+        let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+        fft.forward(&img, &mut spec, &mut s);
+        spec.iter_mut().zip(&filter).for_each(|(a, b)| *a *= b);
+        let side = 2 * m + 1;
+        let mut want = vec![0.0; side * side];
+        fft.inverse_window(&spec, cols, m, &mut want, &mut s);
+        // The image offset by 3 and that offset's pedestal removed again.
+        let ones = vec![1.0f32; w * h];
+        let mut pedestal = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+        fft.forward(&ones, &mut pedestal, &mut s);
+        let mut raised: Vec<f32> = img.iter().map(|v| v + 3.0).collect();
+        let product = ColumnProduct {
+            filter: &filter,
+            pedestal: &pedestal,
+            offset: 3.0,
+        };
+        let mut got_spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+        let mut got = vec![0.0; side * side];
+        fft.correlate_window(
+            &mut raised,
+            &mut got_spec,
+            &product,
+            cols,
+            m,
+            &mut got,
+            &mut s,
+        );
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        for (a, b) in got_spec[..cols * h].iter().zip(&spec) {
+            assert!((a - b).norm() < 1e-2, "{a} vs {b}");
+        }
+        assert!(got_spec[cols * h..].iter().all(|v| v.norm() == 0.0));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! of its cost, and avoids the bias of fitting a parabola to a peak whose shape
 //! depends on the image's spectrum.
 
-use super::fft::{Fft2, Fft2Scratch};
+use super::fft::{ColumnProduct, Fft2, Fft2Scratch};
 use rustfft::num_complex::Complex32;
 
 /// A shift estimate in the contract's convention (`corrected(x) = frame(x + s)`).
@@ -45,6 +45,13 @@ impl Estimate {
 
 /// A separable cosine taper that is 1 inside and falls to 0 over `edge` pixels.
 pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
+    let (tx, ty) = edge_taper_factors(w, h, edge);
+    (0..w * h).map(|i| ty[i / w] * tx[i % w]).collect()
+}
+
+/// The factors of [`edge_taper`]: per column and per row (`taper[y·w + x] =
+/// rows[y] · cols[x]`).
+pub fn edge_taper_factors(w: usize, h: usize, edge: f64) -> (Vec<f32>, Vec<f32>) {
     let ramp = |i: usize, n: usize| -> f32 {
         let d = (i as f64).min((n - 1 - i) as f64);
         if d >= edge || edge <= 0.0 {
@@ -53,9 +60,62 @@ pub fn edge_taper(w: usize, h: usize, edge: f64) -> Vec<f32> {
             (0.5 - 0.5 * (std::f64::consts::PI * (d + 0.5) / edge).cos()) as f32
         }
     };
-    let ty: Vec<f32> = (0..h).map(|y| ramp(y, h)).collect();
-    let tx: Vec<f32> = (0..w).map(|x| ramp(x, w)).collect();
-    (0..w * h).map(|i| ty[i / w] * tx[i % w]).collect()
+    (
+        (0..w).map(|x| ramp(x, w)).collect(),
+        (0..h).map(|y| ramp(y, h)).collect(),
+    )
+}
+
+/// One pass over a frame for [`Correlator::surface`]: writes `(v − c)·taper`
+/// into `dst`, with `c` the frame's first value and the taper given by its
+/// factors, and returns the mean of `v − c` and the variance of `v`.
+///
+/// Unlike [`prepare`], the mean is not subtracted before the taper (it is not
+/// known until the pass ends): the correlator removes `mean · FFT(taper)` from
+/// the spectrum instead, which is the same by linearity. Subtracting `c` keeps
+/// the values, and with them the transform's rounding, at the scale of the
+/// frame's spread rather than its brightness. Sums as in [`prepare`], one row
+/// per f32 chunk.
+pub fn prepare_shifted(
+    src: &[f32],
+    taper_cols: &[f32],
+    taper_rows: &[f32],
+    dst: &mut [f32],
+) -> (f64, f64) {
+    crate::simd::wide(|| {
+        let Some(&c) = src.first() else {
+            return (0.0, 0.0);
+        };
+        let w = taper_cols.len();
+        const LANES: usize = 8;
+        let (mut total, mut total_sq) = (0.0f64, 0.0f64);
+        for ((row, out), &ty) in src.chunks(w).zip(dst.chunks_mut(w)).zip(taper_rows) {
+            let (mut acc, mut acc_sq) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let mut lanes = row.chunks_exact(LANES);
+            let mut outs = out.chunks_exact_mut(LANES);
+            let mut tapers = taper_cols.chunks_exact(LANES);
+            for ((p, o), t) in (&mut lanes).zip(&mut outs).zip(&mut tapers) {
+                for k in 0..LANES {
+                    let d = p[k] - c;
+                    acc[k] += d;
+                    acc_sq[k] += d * d;
+                    o[k] = d * (ty * t[k]);
+                }
+            }
+            let tail = lanes.remainder().iter().zip(outs.into_remainder());
+            for ((&x, o), &t) in tail.zip(tapers.remainder()) {
+                let d = x - c;
+                acc[0] += d;
+                acc_sq[0] += d * d;
+                *o = d * (ty * t);
+            }
+            total += acc.iter().map(|&a| a as f64).sum::<f64>();
+            total_sq += acc_sq.iter().map(|&a| a as f64).sum::<f64>();
+        }
+        let n = src.len() as f64;
+        let mean_shifted = total / n;
+        (mean_shifted, total_sq / n - mean_shifted * mean_shifted)
+    })
 }
 
 /// Mean-subtract and taper `src` into `dst`; returns the pre-taper variance.
@@ -112,6 +172,11 @@ fn shifted_sums(v: &[f32], c: f32) -> (f64, f64) {
 pub struct Correlator {
     pub fft: Fft2,
     pub taper: Vec<f32>,
+    /// The taper's factors, per column and per row.
+    taper_cols: Vec<f32>,
+    taper_rows: Vec<f32>,
+    /// The taper's spectrum (see [`prepare_shifted`]).
+    pedestal: Vec<Complex32>,
     /// Whitened, low-passed conjugate reference spectrum.
     reference: Vec<Complex32>,
     /// Where `reference` is not zero.
@@ -205,7 +270,10 @@ impl Correlator {
     ) -> Self {
         let fft = Fft2::new(w, h);
         let taper = edge_taper(w, h, taper_px);
+        let (taper_cols, taper_rows) = edge_taper_factors(w, h, taper_px);
         let mut ws = Workspace::for_fft(&fft, max_shift + 1);
+        let mut pedestal = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+        fft.forward(&taper, &mut pedestal, &mut ws.fft);
         prepare(reference, &taper, &mut ws.prepared);
         let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
         fft.forward(&ws.prepared, &mut spec, &mut ws.fft);
@@ -229,6 +297,9 @@ impl Correlator {
         Correlator {
             fft,
             taper,
+            taper_cols,
+            taper_rows,
+            pedestal,
             reference: spec,
             band,
             max_shift,
@@ -251,17 +322,19 @@ impl Correlator {
     /// at the centre); the cross-power spectrum stays in `ws.spec`. Returns the
     /// frame's variance.
     pub fn surface(&self, frame: &[f32], ws: &mut Workspace) -> f64 {
-        let var = prepare(frame, &self.taper, &mut ws.prepared);
+        let (mean, var) =
+            prepare_shifted(frame, &self.taper_cols, &self.taper_rows, &mut ws.prepared);
+        let product = ColumnProduct {
+            filter: &self.reference,
+            pedestal: &self.pedestal,
+            offset: mean as f32,
+        };
         // Outside the band the reference is zero: those columns of `ws.spec` are
         // neither transformed nor multiplied, and stay zero from `for_fft`.
-        let kept = self.band.cols * self.fft.height;
-        self.fft
-            .forward_consuming(&mut ws.prepared, &mut ws.spec, self.band.cols, &mut ws.fft);
-        for (s, r) in ws.spec[..kept].iter_mut().zip(&self.reference[..kept]) {
-            *s *= r;
-        }
-        self.fft.inverse_window(
-            &ws.spec,
+        self.fft.correlate_window(
+            &mut ws.prepared,
+            &mut ws.spec,
+            &product,
             self.band.cols,
             self.window_half(),
             &mut ws.window,
@@ -632,6 +705,31 @@ mod tests {
         assert!(out.iter().map(|&x| x as f64).sum::<f64>().abs() < 1e-2 * n as f64);
         assert_eq!(prepare(&vec![1234.5; n], &taper, &mut out), 0.0);
         assert!(prepare(&[1.0, f32::NAN, 2.0], &[1.0; 3], &mut [0.0; 3]).is_nan());
+    }
+
+    #[test]
+    fn one_pass_preparation_with_the_pedestal_equals_mean_subtraction() {
+        let (w, h) = (40, 30);
+        let img: Vec<f32> = (0..w * h)
+            .map(|i| 3000.0 + ((i * 31) % 97) as f32 * 0.5)
+            .collect();
+        let taper = edge_taper(w, h, 6.0);
+        let (tx, ty) = edge_taper_factors(w, h, 6.0);
+        let (mut a, mut b) = (vec![0.0; w * h], vec![0.0; w * h]);
+        let var = prepare(&img, &taper, &mut a);
+        let (mean, var2) = prepare_shifted(&img, &tx, &ty, &mut b);
+        assert!((var - var2).abs() < 1e-6 * var, "{var} vs {var2}");
+        // (v − c)·t − mean·t is (v − m)·t.
+        for ((x, y), t) in a.iter().zip(&b).zip(&taper) {
+            assert!((x - (y - mean as f32 * t)).abs() < 1e-3, "{x} vs {y}");
+        }
+        let (m, v) = prepare_shifted(&vec![7.5; w * h], &tx, &ty, &mut b);
+        assert_eq!((m, v), (0.0, 0.0));
+        assert!(
+            prepare_shifted(&[1.0, f32::NAN], &[1.0; 2], &[1.0], &mut [0.0; 2])
+                .1
+                .is_nan()
+        );
     }
 
     #[test]
