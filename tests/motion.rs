@@ -186,4 +186,25 @@ fn constant_frames_are_flagged_not_fatal() {
         .iter()
         .enumerate()
         .all(|(i, f)| i == 7 || !f.constant));
+    // The constant frame is written unchanged, in its place.
+    let out = FrameStore::open(out.finish().unwrap()).unwrap();
+    assert_eq!(out.n_frames(), 30);
+    assert_eq!(out.frame(7).unwrap(), vec![100.0; w * h]);
+
+    // Nonrigid: every frame has its block rows, the constant one its rigid shift.
+    let mut out =
+        FrameStoreWriter::create(&dir.path().join("nr.bin"), h, w, StoreDtype::F32).unwrap();
+    let params = cortexmap::config::MotionParams {
+        nonrigid: true,
+        block_size: 24,
+        ..Default::default()
+    };
+    let m =
+        cortexmap::motion::register_session("s", &input, &mut out, &params, &NoProgress).unwrap();
+    let (grid, rows) = m.blocks.expect("block shifts with nonrigid");
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|r| r.len() == grid.n_blocks()));
+    assert!(rows[7]
+        .iter()
+        .all(|b| b.x == 0.0 && b.y == 0.0 && b.snr == 0.0));
 }
