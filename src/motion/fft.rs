@@ -163,7 +163,7 @@ impl Fft2 {
         debug_assert_eq!(filter.len(), hw * h);
         debug_assert_eq!(pedestal.len(), hw * h);
         self.forward_rows(Rows::Consumed(image), spec, cols, s);
-        let side = self.start_window_rows(cols, m, window, s);
+        self.start_window_rows(cols, m, window, s);
         for kx in 0..cols {
             let col = &mut spec[kx * h..(kx + 1) * h];
             self.col_fwd.process_with_scratch(col, &mut s.col_scratch);
@@ -171,12 +171,7 @@ impl Fft2 {
             for ((c, f), p) in col.iter_mut().zip(&filter[at.clone()]).zip(&pedestal[at]) {
                 *c = (*c - p * offset) * f;
             }
-            s.column.copy_from_slice(col);
-            self.col_inv
-                .process_with_scratch(&mut s.column, &mut s.col_scratch);
-            for r in 0..side {
-                s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
-            }
+            self.window_column(kx, col, m, s);
         }
         self.finish_window(m, window, s);
     }
@@ -260,27 +255,28 @@ impl Fft2 {
     ) {
         let (h, hw) = (self.height, self.half_width());
         debug_assert_eq!(spec.len(), hw * h);
-        let side = self.start_window_rows(cols, m, window, s);
+        self.start_window_rows(cols, m, window, s);
         for kx in 0..cols.min(hw) {
-            s.column.copy_from_slice(&spec[kx * h..(kx + 1) * h]);
-            self.col_inv
-                .process_with_scratch(&mut s.column, &mut s.col_scratch);
-            for r in 0..side {
-                s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
-            }
+            self.window_column(kx, &spec[kx * h..(kx + 1) * h], m, s);
         }
         self.finish_window(m, window, s);
     }
 
+    /// Inverse-transform spectrum column `kx` and keep its rows within ±`m` of
+    /// zero in the window's rows.
+    fn window_column(&self, kx: usize, column: &[Complex32], m: usize, s: &mut Fft2Scratch) {
+        let (h, hw) = (self.height, self.half_width());
+        s.column.copy_from_slice(column);
+        self.col_inv
+            .process_with_scratch(&mut s.column, &mut s.col_scratch);
+        for r in 0..2 * m + 1 {
+            s.window_rows[r * hw + kx] = s.column[wrap(r as isize - m as isize, h)];
+        }
+    }
+
     /// Size the window's half-spectrum rows for offsets within ±`m` and zero
-    /// their columns from `cols` on; returns the window's side.
-    fn start_window_rows(
-        &self,
-        cols: usize,
-        m: usize,
-        window: &[f32],
-        s: &mut Fft2Scratch,
-    ) -> usize {
+    /// their columns from `cols` on.
+    fn start_window_rows(&self, cols: usize, m: usize, window: &[f32], s: &mut Fft2Scratch) {
         let hw = self.half_width();
         let side = 2 * m + 1;
         debug_assert_eq!(window.len(), side * side);
@@ -290,7 +286,6 @@ impl Fft2 {
                 s.window_rows[r * hw + kx] = Complex32::new(0.0, 0.0);
             }
         }
-        side
     }
 
     /// Transform the window's rows along x and keep the offsets within ±`m`.
