@@ -207,4 +207,18 @@ fn constant_frames_are_flagged_not_fatal() {
     assert!(rows[7]
         .iter()
         .all(|b| b.x == 0.0 && b.y == 0.0 && b.snr == 0.0));
+
+    // The corrected store may be the raw file itself: a different frame size, or
+    // frames already written, are refused before anything is written.
+    let mut narrow =
+        FrameStoreWriter::create(&dir.path().join("i16.bin"), h, w, StoreDtype::I16).unwrap();
+    let mut started =
+        FrameStoreWriter::create(&dir.path().join("f32.bin"), h, w, StoreDtype::F32).unwrap();
+    started.write_frames(&vec![0.0; w * h]).unwrap();
+    for out in [&mut narrow, &mut started] {
+        let err =
+            cortexmap::motion::register_session("s", &input, out, &Default::default(), &NoProgress)
+                .unwrap_err();
+        assert!(err.to_string().contains("must start empty"), "{err}");
+    }
 }

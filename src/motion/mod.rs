@@ -13,10 +13,12 @@
 //! around the rigid solution with neighbour smoothing for weak blocks
 //! ([`nonrigid`]); frames resampled once from the raw data with Lanczos-3
 //! interpolation ([`interp`]). Frames are processed in parallel batches of jobs
-//! of a fixed number of frames: each job reads a frame, registers it, and adds,
-//! encodes and writes every corrected row while it is in cache, so no frame
-//! crosses memory twice. Results do not depend on the thread count (the jobs'
-//! partial sums are added in job order) and memory is bounded by the batch.
+//! of a fixed number of frames: each job reads a frame, registers it, and adds
+//! each corrected row to its sums and encodes it as the row is made (the rigid
+//! path never holds the corrected frame in f32), then writes the encoded frame
+//! in its place. Results do not depend on the thread count (jobs start at
+//! multiples of their size and their partial sums are added in job order) and
+//! memory is bounded by the batch.
 
 pub mod bidi;
 pub mod fft;
@@ -111,7 +113,7 @@ struct Registrar {
     reference_sums: RowPrefix,
 }
 
-/// Per-thread buffers.
+/// The registrar's buffers for one job at a time (a slot of the pool).
 struct Buffers {
     rigid: rigid::Workspace,
     blocks: Option<nonrigid::BlockWorkspace>,
@@ -135,7 +137,7 @@ impl Registrar {
             // shift_image resamples through a ring of `interp::TAPS` rows.
             tmp: vec![0.0; interp::TAPS * self.w],
             row: vec![0.0; self.w],
-            moved: vec![0.0; n],
+            moved: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
             dx: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
             dy: vec![0.0; if self.blocks.is_some() { n } else { 0 }],
         }
@@ -482,12 +484,33 @@ pub fn register_session(
     let mut sum_raw = vec![0.0f64; w * h];
     let mut sum_cor = vec![0.0f64; w * h];
     let mut clamped_values = 0u64;
-    let batch = params.batch_frames.max(1);
+    // Whole jobs, and at least two per thread: job boundaries then fall on
+    // multiples of `JOB_FRAMES` whatever the batch, so the mean images do not
+    // depend on the thread count even though the batch grows with it.
+    let batch = params
+        .batch_frames
+        .max(1)
+        .next_multiple_of(JOB_FRAMES)
+        .max(2 * JOB_FRAMES * rayon::current_num_threads());
     let px = w * h;
     let pool: Vec<std::sync::Mutex<Option<Slot>>> = (0..2 * rayon::current_num_threads())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
     let encoder = output.encoder();
+    // The output may be the raw store's own file, recycled: frame i must land
+    // exactly where raw frame i was, so the shapes and pixel types must agree
+    // and nothing may have been written yet.
+    if output.frames_written() != 0
+        || encoder.frame_bytes() != input.frame_len() * input.dtype().bytes()
+    {
+        return Err(Error::internal(format!(
+            "session '{session}': the corrected store must start empty with the raw store's \
+             frame size ({} frames written, {} bytes per frame against {})",
+            output.frames_written(),
+            encoder.frame_bytes(),
+            input.frame_len() * input.dtype().bytes()
+        )));
+    }
     let mut job_sums: Vec<JobSums> = (0..batch.div_ceil(JOB_FRAMES))
         .map(|_| JobSums::new(px))
         .collect();
@@ -682,7 +705,6 @@ impl Job<'_> {
                 self.input.read_frames_into(i, raw)?;
                 let mut failed = None;
                 let result = self.registrar.register(raw, buffers, |y, row| {
-                    // Raw row y was just resampled into the shift's ring: in cache.
                     let at = y * w..(y + 1) * w;
                     add_frame(&mut sums.raw[at.clone()], &raw[at.clone()]);
                     add_frame(&mut sums.cor[at], row);

@@ -254,8 +254,8 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
 }
 
 /// Converts frames to a store's on-disk values, apart from its writer: workers
-/// encode frames while they are still in cache, and the writer only writes
-/// ([`FrameStoreWriter::write_encoded`]).
+/// encode frames while they are still in cache and write them by index
+/// ([`FrameStoreWriter::write_indexed`]).
 #[derive(Debug, Clone)]
 pub struct FrameEncoder {
     /// The store's destination, for messages.
@@ -634,6 +634,13 @@ impl FrameStoreWriter {
             self.failed = true;
         }
         let value = result?;
+        if failed {
+            // `fill` went on after a failed write.
+            return Err(Error::internal(format!(
+                "frame store {}: a frame written by index failed, and the call went on",
+                dest.display()
+            )));
+        }
         if let Some(i) = missing {
             self.failed = true;
             return Err(Error::internal(format!(
