@@ -110,38 +110,21 @@ impl Fft2 {
         self.col_fwd.process_with_scratch(spec, &mut s.col_scratch);
     }
 
-    /// [`forward`](Self::forward) of the columns `kx < cols` only, using `image`
-    /// itself as scratch (its content is garbage afterwards), which saves copying
-    /// every row. Columns from `cols` on are left as they were in `spec`.
-    ///
-    /// A correlation with a low-passed reference needs only the columns inside
-    /// the pass band: at 512² with the default smoothing this skips a sixth of
-    /// the column transforms.
-    pub fn forward_consuming(
-        &self,
-        image: &mut [f32],
-        spec: &mut [Complex32],
-        cols: usize,
-        s: &mut Fft2Scratch,
-    ) {
-        let cols = cols.min(self.half_width());
-        self.forward_rows(Rows::Consumed(image), spec, cols, s);
-        self.col_fwd
-            .process_with_scratch(&mut spec[..cols * self.height], &mut s.col_scratch);
-    }
-
     /// The circular cross-correlation surface of `image` with a filter near zero
     /// shift: the inverse transform of `(FFT(image) − offset·pedestal) · filter`
-    /// (see [`ColumnProduct`]) at offsets |dx| ≤ `m`, |dy| ≤ `m` (wrapping), into
-    /// `window` as in [`inverse_window`](Self::inverse_window). `image` is
-    /// consumed as scratch; `spec` is left holding the product in its columns
-    /// `kx < cols`, and the filter must be zero from column `cols` on (those
-    /// columns are skipped and `spec`'s are left as they were).
+    /// (see [`ColumnProduct`]) at the offsets |dx| ≤ `m`, |dy| ≤ `m` only
+    /// (wrapping), into `window[(dy + m)·(2m + 1) + dx + m]`. `image` is consumed
+    /// as scratch (realfft uses its rows as scratch, which saves copying them);
+    /// `spec` is left holding the product in its columns `kx < cols`. The filter
+    /// must be zero from column `cols` on (a low-passed spectrum): those columns
+    /// are skipped, and `spec`'s are left as they were.
     ///
-    /// Equal to [`forward_consuming`](Self::forward_consuming), the product and
-    /// [`inverse_window`](Self::inverse_window), but each column goes through its
-    /// forward transform, the product and its inverse transform while it is in
-    /// cache, instead of three passes over the whole spectrum.
+    /// It is the forward transform, the product and the inverse, but each column
+    /// goes through its forward transform, the product and its inverse transform
+    /// while it is in cache, and only the window's 2m + 1 rows are transformed back
+    /// along x (a fifth of them at 512² with the default shift bound): a
+    /// phase-correlation peak is searched near zero shift, so the rest of the
+    /// inverse is never looked at.
     #[allow(clippy::too_many_arguments)]
     pub fn correlate_window(
         &self,
@@ -237,31 +220,6 @@ impl Fft2 {
         }
     }
 
-    /// The inverse transform of `spec` at the offsets |dx| ≤ `m`, |dy| ≤ `m` only
-    /// (wrapping), into `window[(dy + m)·(2m + 1) + dx + m]`; `spec` is unchanged.
-    /// Columns `kx ≥ cols` must be zero (a low-passed spectrum): they are skipped.
-    ///
-    /// A phase-correlation peak is searched near zero shift, so most of the inverse
-    /// is never looked at: every column is transformed (one at a time, in cache),
-    /// but only the window's 2m + 1 rows are transformed along x, a fifth of them
-    /// at 512² with the default shift bound.
-    pub fn inverse_window(
-        &self,
-        spec: &[Complex32],
-        cols: usize,
-        m: usize,
-        window: &mut [f32],
-        s: &mut Fft2Scratch,
-    ) {
-        let (h, hw) = (self.height, self.half_width());
-        debug_assert_eq!(spec.len(), hw * h);
-        self.start_window_rows(cols, m, window, s);
-        for kx in 0..cols.min(hw) {
-            self.window_column(kx, &spec[kx * h..(kx + 1) * h], m, s);
-        }
-        self.finish_window(m, window, s);
-    }
-
     /// Inverse-transform spectrum column `kx` and keep its rows within ±`m` of
     /// zero in the window's rows.
     fn window_column(&self, kx: usize, column: &[Complex32], m: usize, s: &mut Fft2Scratch) {
@@ -353,103 +311,63 @@ mod tests {
     }
 
     #[test]
-    fn consuming_forward_equals_the_forward() {
-        let (w, h) = (20, 12);
-        let fft = Fft2::new(w, h);
-        let mut s = fft.scratch();
-        let img: Vec<f32> = (0..w * h).map(|i| ((i * 13) % 7) as f32).collect();
-        let mut a = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
-        let mut b = a.clone();
-        fft.forward(&img, &mut a, &mut s);
-        fft.forward_consuming(&mut img.clone(), &mut b, fft.half_width(), &mut s);
-        assert_eq!(a, b);
-        // Only the first three columns: they match, the rest stay as they were.
-        let mut c = vec![Complex32::new(7.0, 7.0); fft.spectrum_len()];
-        fft.forward_consuming(&mut img.clone(), &mut c, 3, &mut s);
-        assert_eq!(c[..3 * h], a[..3 * h]);
-        assert!(c[3 * h..].iter().all(|v| *v == Complex32::new(7.0, 7.0)));
-    }
-
-    #[test]
-    fn correlate_window_equals_forward_product_and_windowed_inverse() {
-        let (w, h, m, cols) = (18, 14, 4, 7);
-        let fft = Fft2::new(w, h);
-        let mut s = fft.scratch();
-        let img: Vec<f32> = (0..w * h).map(|i| ((i * 29) % 13) as f32 - 5.0).collect();
-        let hw = fft.half_width();
-        let mut filter: Vec<Complex32> = (0..hw * h)
-            .map(|i| Complex32::new(((i * 7) % 5) as f32 - 2.0, ((i * 3) % 4) as f32))
-            .collect();
-        filter[cols * h..].fill(Complex32::new(0.0, 0.0));
-        let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
-        fft.forward(&img, &mut spec, &mut s);
-        spec.iter_mut().zip(&filter).for_each(|(a, b)| *a *= b);
-        let side = 2 * m + 1;
-        let mut want = vec![0.0; side * side];
-        fft.inverse_window(&spec, cols, m, &mut want, &mut s);
-        // The image offset by 3 and that offset's pedestal removed again.
-        let ones = vec![1.0f32; w * h];
-        let mut pedestal = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
-        fft.forward(&ones, &mut pedestal, &mut s);
-        let mut raised: Vec<f32> = img.iter().map(|v| v + 3.0).collect();
-        let product = ColumnProduct {
-            filter: &filter,
-            pedestal: &pedestal,
-            offset: 3.0,
-        };
-        let mut got_spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
-        let mut got = vec![0.0; side * side];
-        fft.correlate_window(
-            &mut raised,
-            &mut got_spec,
-            &product,
-            cols,
-            m,
-            &mut got,
-            &mut s,
-        );
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
-        }
-        for (a, b) in got_spec[..cols * h].iter().zip(&spec) {
-            assert!((a - b).norm() < 1e-2, "{a} vs {b}");
-        }
-        assert!(got_spec[cols * h..].iter().all(|v| v.norm() == 0.0));
-    }
-
-    #[test]
-    fn windowed_inverse_equals_the_full_inverse_near_zero_shift() {
-        for (w, h, m) in [(16, 12, 3), (15, 9, 4), (8, 8, 5)] {
+    fn correlate_window_equals_forward_product_and_inverse_near_zero_shift() {
+        for (w, h, m, cols) in [(18, 14, 4, 7), (15, 9, 4, 8), (8, 8, 5, 5), (16, 12, 3, 2)] {
             let fft = Fft2::new(w, h);
             let mut s = fft.scratch();
+            let hw = fft.half_width();
             let img: Vec<f32> = (0..w * h).map(|i| ((i * 29) % 13) as f32 - 5.0).collect();
+            let mut filter: Vec<Complex32> = (0..hw * h)
+                .map(|i| Complex32::new(((i * 7) % 5) as f32 - 2.0, ((i * 3) % 4) as f32))
+                .collect();
+            filter[cols.min(hw) * h..].fill(Complex32::new(0.0, 0.0));
+            // The plain way: whole forward transform, product, whole inverse.
             let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
             fft.forward(&img, &mut spec, &mut s);
-            let kept = spec.clone();
+            spec.iter_mut().zip(&filter).for_each(|(a, b)| *a *= b);
+            let mut full = vec![0.0; w * h];
+            fft.inverse(&mut spec.clone(), &mut full, &mut s);
+            // The image raised by 3, that offset's pedestal removed again.
+            let mut pedestal = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+            fft.forward(&vec![1.0f32; w * h], &mut pedestal, &mut s);
+            let mut raised: Vec<f32> = img.iter().map(|v| v + 3.0).collect();
+            let product = ColumnProduct {
+                filter: &filter,
+                pedestal: &pedestal,
+                offset: 3.0,
+            };
             let side = 2 * m + 1;
-            let mut window = vec![0.0; side * side];
             // Stale values where the skipped columns go must not survive.
-            s.window_rows = vec![Complex32::new(9.0, 9.0); side * fft.half_width()];
-            fft.inverse_window(&spec, fft.half_width(), m, &mut window, &mut s);
-            assert_eq!(spec, kept, "the spectrum is left unchanged");
+            s.window_rows = vec![Complex32::new(9.0, 9.0); side * hw];
+            let mut got_spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
+            let mut got = vec![0.0; side * side];
+            fft.correlate_window(
+                &mut raised,
+                &mut got_spec,
+                &product,
+                cols,
+                m,
+                &mut got,
+                &mut s,
+            );
             for r in 0..side {
                 for c in 0..side {
-                    let y = (r as isize - m as isize).rem_euclid(h as isize) as usize;
-                    let x = (c as isize - m as isize).rem_euclid(w as isize) as usize;
-                    let v = window[r * side + c];
+                    let (y, x) = (
+                        wrap(r as isize - m as isize, h),
+                        wrap(c as isize - m as isize, w),
+                    );
+                    let (v, want) = (got[r * side + c], full[y * w + x]);
                     assert!(
-                        (v - img[y * w + x]).abs() < 1e-3,
-                        "{w}x{h} m={m}: ({c},{r})"
+                        (v - want).abs() < 1e-3,
+                        "{w}x{h} m={m}: ({c},{r}) {v} vs {want}"
                     );
                 }
             }
-            // Zero the columns from kx = 2 on: skipping them gives the same window.
-            let hw = fft.half_width();
-            spec[2 * h..].fill(Complex32::new(0.0, 0.0));
-            let mut full = vec![0.0; side * side];
-            fft.inverse_window(&spec, hw, m, &mut full, &mut s);
-            fft.inverse_window(&spec, 2, m, &mut window, &mut s);
-            assert_eq!(window, full);
+            let kept = cols.min(hw) * h;
+            for (a, b) in got_spec[..kept].iter().zip(&spec) {
+                assert!((a - b).norm() < 1e-2, "{a} vs {b}");
+            }
+            assert!(got_spec[kept..].iter().all(|v| v.norm() == 0.0));
         }
     }
 }

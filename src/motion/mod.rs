@@ -31,7 +31,7 @@ use crate::config::MotionParams;
 use crate::error::{Error, Result};
 use crate::movie::store::{FrameEncoder, FrameStore, FrameStoreWriter, IndexedFrames};
 use crate::progress::Progress;
-use nonrigid::{block_field_into, BlockAligner, BlockGrid, BlockShift};
+use nonrigid::{BlockAligner, BlockGrid, BlockShift};
 use rayon::prelude::*;
 use rigid::{Correlator, Estimate};
 
@@ -176,10 +176,8 @@ impl Registrar {
                     s.x += e.x as f32;
                     s.y += e.y as f32;
                 }
-                let xs: Vec<f32> = shifts.iter().map(|s| s.x).collect();
-                let ys: Vec<f32> = shifts.iter().map(|s| s.y).collect();
-                block_field_into(&aligner.grid, &xs, w, h, &mut b.dx);
-                block_field_into(&aligner.grid, &ys, w, h, &mut b.dy);
+                aligner.plan.field_into(|k| shifts[k].x, &mut b.dx);
+                aligner.plan.field_into(|k| shifts[k].y, &mut b.dy);
                 // The block estimates are done with `moved`: it takes the warp.
                 interp::warp_image(frame, w, h, &b.dx, &b.dy, &mut b.moved);
                 crate::simd::wide(|| {
@@ -580,9 +578,7 @@ pub fn register_session(
     let mean_corrected: Vec<f32> = sum_cor.iter().map(|v| (v / n as f64) as f32).collect();
     let field_edges = registrar.blocks.as_ref().map(|b| {
         block_rows.iter().fold([0.0f32; 4], |acc, row| {
-            let xs: Vec<f32> = row.iter().map(|s| s.x).collect();
-            let ys: Vec<f32> = row.iter().map(|s| s.y).collect();
-            let e = nonrigid::edge_extremes(&b.grid, &xs, &ys, w, h);
+            let e = b.plan.edge_extremes(|k| row[k].x, |k| row[k].y);
             [
                 acc[0].min(e[0]),
                 acc[1].max(e[1]),

@@ -77,15 +77,8 @@ impl BlockGrid {
 /// bilinear interpolation between block centres.
 pub fn block_field(grid: &BlockGrid, values: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; w * h];
-    block_field_into(grid, values, w, h, &mut out);
+    FieldPlan::for_grid(grid, w, h).field_into(|k| values[k], &mut out);
     out
-}
-
-/// [`block_field`] into `out` (`w × h`), for the per-frame loop.
-pub fn block_field_into(grid: &BlockGrid, values: &[f32], w: usize, h: usize, out: &mut [f32]) {
-    let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
-    let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
-    field_into(&cx, &cy, values, w, h, out);
 }
 
 /// Per-pixel field from values at a rectilinear grid of centres (`cx` columns ×
@@ -93,18 +86,111 @@ pub fn block_field_into(grid: &BlockGrid, values: &[f32], w: usize, h: usize, ou
 /// outer centres.
 pub fn field_from_centres(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; w * h];
-    field_into(cx, cy, values, w, h, &mut out);
+    FieldPlan::new(cx, cy, w, h).field_into(|k| values[k], &mut out);
     out
 }
 
-/// [`field_from_centres`] into `out` (`w × h`).
-fn field_into(cx: &[f64], cy: &[f64], values: &[f32], w: usize, h: usize, out: &mut [f32]) {
-    let ax: Vec<_> = (0..w).map(|x| axis_pair(x as f64, cx)).collect();
-    let ay: Vec<_> = (0..h).map(|y| axis_pair(y as f64, cy)).collect();
-    for (y, &py) in ay.iter().enumerate() {
-        for (x, &px) in ax.iter().enumerate() {
-            out[y * w + x] = bilinear(values, cx.len(), px, py);
+/// How a `w × h` field follows from one value per centre of a rectilinear grid,
+/// worked out once (per session, for the per-frame loop): each pixel column's and
+/// row's pair of centres and fraction between them, and the edge pixels where the
+/// field's extremes can lie.
+#[derive(Debug, Clone)]
+pub struct FieldPlan {
+    /// Centres per grid row (values are row-major, `nx` per row).
+    nx: usize,
+    /// Per pixel column, then per pixel row: [`axis_pair`].
+    ax: Vec<(usize, usize, f32)>,
+    ay: Vec<(usize, usize, f32)>,
+    /// The pixel columns / rows where a field's extremes along an edge can lie:
+    /// the edge's ends and the pixels either side of each centre.
+    knots_x: Vec<usize>,
+    knots_y: Vec<usize>,
+}
+
+impl FieldPlan {
+    /// The plan for centres at columns `cx` and rows `cy` (px).
+    pub fn new(cx: &[f64], cy: &[f64], w: usize, h: usize) -> Self {
+        // Along an edge the field is piecewise linear with knots at the centres.
+        let knots = |centres: &[f64], n: usize| -> Vec<usize> {
+            let last = (n - 1) as f64;
+            let mut k = vec![0, n - 1];
+            for c in centres {
+                k.extend(
+                    [c.floor().clamp(0.0, last), c.ceil().clamp(0.0, last)].map(|v| v as usize),
+                );
+            }
+            k
+        };
+        FieldPlan {
+            nx: cx.len(),
+            ax: (0..w).map(|x| axis_pair(x as f64, cx)).collect(),
+            ay: (0..h).map(|y| axis_pair(y as f64, cy)).collect(),
+            knots_x: knots(cx, w),
+            knots_y: knots(cy, h),
         }
+    }
+
+    /// The plan for a block grid's centres.
+    pub fn for_grid(grid: &BlockGrid, w: usize, h: usize) -> Self {
+        let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
+        let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
+        Self::new(&cx, &cy, w, h)
+    }
+
+    /// The field of the values `value(k)` (`k` row-major over the centres) into
+    /// `out` (`w × h`).
+    pub fn field_into(&self, value: impl Fn(usize) -> f32, out: &mut [f32]) {
+        let w = self.ax.len();
+        for (row, &py) in out.chunks_exact_mut(w).zip(&self.ay) {
+            for (o, &px) in row.iter_mut().zip(&self.ax) {
+                *o = bilinear(&value, self.nx, px, py);
+            }
+        }
+    }
+
+    /// Where a frame's field reaches furthest out of the frame: the least x shift
+    /// on the left edge, the largest on the right edge, the least y shift on the
+    /// top edge and the largest on the bottom edge (px), for x and y shifts
+    /// `xs(k)`, `ys(k)` per centre. Exact over the edges' pixels: along an edge the
+    /// field is piecewise linear, so its extremes lie at the knots' pixels.
+    pub fn edge_extremes(&self, xs: impl Fn(usize) -> f32, ys: impl Fn(usize) -> f32) -> [f32; 4] {
+        let (w, h) = (self.ax.len(), self.ay.len());
+        // The extreme of `value` over the knots of one edge, `pick` choosing.
+        let extreme = |value: &dyn Fn(usize) -> f32,
+                       pixels: &mut dyn Iterator<Item = (usize, usize)>,
+                       pick: fn(f32, f32) -> f32,
+                       start: f32| {
+            pixels.fold(start, |acc, (x, y)| {
+                pick(acc, bilinear(value, self.nx, self.ax[x], self.ay[y]))
+            })
+        };
+        let (kx, ky) = (&self.knots_x, &self.knots_y);
+        [
+            extreme(
+                &xs,
+                &mut ky.iter().map(|&y| (0, y)),
+                f32::min,
+                f32::INFINITY,
+            ),
+            extreme(
+                &xs,
+                &mut ky.iter().map(|&y| (w - 1, y)),
+                f32::max,
+                f32::NEG_INFINITY,
+            ),
+            extreme(
+                &ys,
+                &mut kx.iter().map(|&x| (x, 0)),
+                f32::min,
+                f32::INFINITY,
+            ),
+            extreme(
+                &ys,
+                &mut kx.iter().map(|&x| (x, h - 1)),
+                f32::max,
+                f32::NEG_INFINITY,
+            ),
+        ]
     }
 }
 
@@ -124,64 +210,27 @@ fn axis_pair(p: f64, centres: &[f64]) -> (usize, usize, f32) {
     (i, i + 1, t as f32)
 }
 
-fn bilinear(
-    values: &[f32],
+#[inline]
+fn bilinear<F: Fn(usize) -> f32 + ?Sized>(
+    value: &F,
     nx: usize,
     (i0, i1, tx): (usize, usize, f32),
     (j0, j1, ty): (usize, usize, f32),
 ) -> f32 {
-    let v00 = values[j0 * nx + i0];
-    let v01 = values[j0 * nx + i1];
-    let v10 = values[j1 * nx + i0];
-    let v11 = values[j1 * nx + i1];
+    let v00 = value(j0 * nx + i0);
+    let v01 = value(j0 * nx + i1);
+    let v10 = value(j1 * nx + i0);
+    let v11 = value(j1 * nx + i1);
     let top = v00 + (v01 - v00) * tx;
     let bottom = v10 + (v11 - v10) * tx;
     top + (bottom - top) * ty
 }
 
-/// Where a frame's block field reaches furthest out of the frame: the least x
-/// shift on the left edge, the largest on the right edge, the least y shift on the
-/// top edge and the largest on the bottom edge (px; `xs`, `ys` one value per
-/// block, row-major). Along an edge the field is piecewise linear with knots at
-/// the block centres, so its extremes over the edge's pixels lie at the pixels
-/// either side of a knot or at the edge's ends.
-pub fn edge_extremes(grid: &BlockGrid, xs: &[f32], ys: &[f32], w: usize, h: usize) -> [f32; 4] {
-    let cx: Vec<f64> = (0..grid.x0.len()).map(|i| grid.centre_x(i)).collect();
-    let cy: Vec<f64> = (0..grid.y0.len()).map(|j| grid.centre_y(j)).collect();
-    // Pixels only: the edge's ends and the pixels either side of each knot.
-    let knots = |centres: &[f64], n: usize| -> Vec<f64> {
-        let last = (n - 1) as f64;
-        let mut k = vec![0.0, last];
-        for c in centres {
-            k.extend([c.floor().clamp(0.0, last), c.ceil().clamp(0.0, last)]);
-        }
-        k
-    };
-    let (kx, ky) = (knots(&cx, w), knots(&cy, h));
-    let nx = cx.len();
-    let along_x_edge = |values: &[f32], x: f64| -> Vec<f32> {
-        ky.iter()
-            .map(|&y| bilinear(values, nx, axis_pair(x, &cx), axis_pair(y, &cy)))
-            .collect()
-    };
-    let along_y_edge = |values: &[f32], y: f64| -> Vec<f32> {
-        kx.iter()
-            .map(|&x| bilinear(values, nx, axis_pair(x, &cx), axis_pair(y, &cy)))
-            .collect()
-    };
-    let min = |v: Vec<f32>| v.into_iter().fold(f32::INFINITY, f32::min);
-    let max = |v: Vec<f32>| v.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    [
-        min(along_x_edge(xs, 0.0)),
-        max(along_x_edge(xs, (w - 1) as f64)),
-        min(along_y_edge(ys, 0.0)),
-        max(along_y_edge(ys, (h - 1) as f64)),
-    ]
-}
-
 /// Correlators for every block of a reference.
 pub struct BlockAligner {
     pub grid: BlockGrid,
+    /// How the block shifts become a per-pixel field in the frame.
+    pub plan: FieldPlan,
     blocks: Vec<Correlator>,
     snr_threshold: f64,
     width: usize,
@@ -193,6 +242,8 @@ pub struct BlockWorkspace {
     block: Vec<f32>,
     surfaces: Vec<Vec<f32>>,
     estimates: Vec<Estimate>,
+    /// A weak block's neighbourhood sum of correlation windows.
+    borrowed: Vec<f32>,
 }
 
 /// One block's shift relative to the rigid solution.
@@ -232,6 +283,7 @@ impl BlockAligner {
             }
         }
         BlockAligner {
+            plan: FieldPlan::for_grid(&grid, w, h),
             grid,
             blocks,
             snr_threshold,
@@ -246,6 +298,7 @@ impl BlockAligner {
             block: vec![0.0; self.grid.size_x * self.grid.size_y],
             surfaces: vec![Vec::new(); self.grid.n_blocks()],
             estimates: vec![Estimate::NONE; self.grid.n_blocks()],
+            borrowed: Vec::new(),
         }
     }
 
@@ -280,7 +333,12 @@ impl BlockAligner {
                 bw.estimates[k] = e;
             }
         }
-        let raw = &bw.estimates;
+        let BlockWorkspace {
+            estimates: raw,
+            surfaces,
+            borrowed: acc,
+            ..
+        } = bw;
         (0..ny)
             .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
             .map(|(bx, by)| {
@@ -289,11 +347,12 @@ impl BlockAligner {
                     raw[k]
                 } else {
                     // Borrow the neighbourhood's evidence: centre weight 1, edges ½, corners ¼.
-                    let mut acc = vec![0.0f32; side * side];
+                    acc.clear();
+                    acc.resize(side * side, 0.0);
                     for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
                         for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
                             let wgt = 1.0 / (1 << (i.abs_diff(bx) + j.abs_diff(by))) as f32;
-                            for (a, v) in acc.iter_mut().zip(&bw.surfaces[j * nx + i]) {
+                            for (a, v) in acc.iter_mut().zip(&surfaces[j * nx + i]) {
                                 *a += wgt * v;
                             }
                         }
@@ -302,7 +361,7 @@ impl BlockAligner {
                         // Nothing around it to borrow from either: keep the rigid shift.
                         Estimate::NONE
                     } else {
-                        peak_of_window(&acc, half, m, m)
+                        peak_of_window(acc, half, m, m)
                     }
                 };
                 BlockShift {
@@ -337,7 +396,7 @@ mod tests {
             min(row(&fy, 0)),
             max(row(&fy, h - 1)),
         ];
-        let got = edge_extremes(&grid, &xs, &ys, w, h);
+        let got = FieldPlan::for_grid(&grid, w, h).edge_extremes(|k| xs[k], |k| ys[k]);
         for (g, e) in got.iter().zip(&want) {
             assert!((g - e).abs() < 1e-4, "{got:?} vs {want:?}");
         }

@@ -66,16 +66,18 @@ pub fn edge_taper_factors(w: usize, h: usize, edge: f64) -> (Vec<f32>, Vec<f32>)
     )
 }
 
-/// One pass over a frame for [`Correlator::surface`]: writes `(v − c)·taper`
-/// into `dst`, with `c` the frame's first value and the taper given by its
-/// factors, and returns the mean of `v − c` and the variance of `v`.
+/// One pass over an image for [`Correlator`]: writes `(v − c)·taper` into
+/// `dst`, with `c` the image's first value and the taper given by its factors,
+/// and returns the mean of `v − c` and the variance of `v`.
 ///
-/// Unlike [`prepare`], the mean is not subtracted before the taper (it is not
-/// known until the pass ends): the correlator removes `mean · FFT(taper)` from
-/// the spectrum instead, which is the same by linearity. Subtracting `c` keeps
-/// the values, and with them the transform's rounding, at the scale of the
-/// frame's spread rather than its brightness. Sums as in [`prepare`], one row
-/// per f32 chunk.
+/// The mean is not subtracted before the taper (it is not known until the pass
+/// ends): the correlator removes `mean · FFT(taper)` from the spectrum instead,
+/// which is the same by linearity. Subtracting `c` keeps the values, and with
+/// them the transform's rounding, near the scale of the image's spread rather
+/// than its brightness, and gives a constant image exactly zero variance. The
+/// sums run in eight f32 lanes per row (so they vectorise; a plain f64 fold
+/// cannot be reordered), rows added in f64, in a fixed order, so results are the
+/// same on every thread count.
 pub fn prepare_shifted(
     src: &[f32],
     taper_cols: &[f32],
@@ -118,60 +120,9 @@ pub fn prepare_shifted(
     })
 }
 
-/// Mean-subtract and taper `src` into `dst`; returns the pre-taper variance.
-///
-/// One pass sums the values and their squares, both shifted by the first value
-/// (so a constant frame has exactly zero variance and the squares stay small next
-/// to the variance), in eight f32 lanes per chunk of 1,024 pixels, chunks added in
-/// f64: the compiler vectorises the lanes (a plain f64 fold cannot be reordered),
-/// the chunking keeps f32 rounding small, and the fixed order keeps results
-/// identical on every thread count. A second pass writes the tapered values.
-pub fn prepare(src: &[f32], taper: &[f32], dst: &mut [f32]) -> f64 {
-    crate::simd::wide(|| {
-        let Some(&c) = src.first() else {
-            return 0.0;
-        };
-        let n = src.len() as f64;
-        let (sum, sum_sq) = shifted_sums(src, c);
-        let mean_shifted = sum / n;
-        let m = (c as f64 + mean_shifted) as f32;
-        for ((d, &s), &t) in dst.iter_mut().zip(src).zip(taper) {
-            *d = (s - m) * t;
-        }
-        sum_sq / n - mean_shifted * mean_shifted
-    })
-}
-
-/// Σ (v − c) and Σ (v − c)² over `v`, in lanes and chunks as [`prepare`] describes.
-#[inline(always)]
-fn shifted_sums(v: &[f32], c: f32) -> (f64, f64) {
-    const LANES: usize = 8;
-    let (mut total, mut total_sq) = (0.0f64, 0.0f64);
-    for chunk in v.chunks(1024) {
-        let (mut acc, mut acc_sq) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let mut it = chunk.chunks_exact(LANES);
-        for p in &mut it {
-            for k in 0..LANES {
-                let d = p[k] - c;
-                acc[k] += d;
-                acc_sq[k] += d * d;
-            }
-        }
-        for &x in it.remainder() {
-            let d = x - c;
-            acc[0] += d;
-            acc_sq[0] += d * d;
-        }
-        total += acc.iter().map(|&a| a as f64).sum::<f64>();
-        total_sq += acc_sq.iter().map(|&a| a as f64).sum::<f64>();
-    }
-    (total, total_sq)
-}
-
 /// A reference spectrum ready for correlation, for one image size.
 pub struct Correlator {
     pub fft: Fft2,
-    pub taper: Vec<f32>,
     /// The taper's factors, per column and per row.
     taper_cols: Vec<f32>,
     taper_rows: Vec<f32>,
@@ -269,14 +220,17 @@ impl Correlator {
         taper_px: f64,
     ) -> Self {
         let fft = Fft2::new(w, h);
-        let taper = edge_taper(w, h, taper_px);
         let (taper_cols, taper_rows) = edge_taper_factors(w, h, taper_px);
         let mut ws = Workspace::for_fft(&fft, max_shift + 1);
         let mut pedestal = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
-        fft.forward(&taper, &mut pedestal, &mut ws.fft);
-        prepare(reference, &taper, &mut ws.prepared);
+        fft.forward(&edge_taper(w, h, taper_px), &mut pedestal, &mut ws.fft);
+        // The reference is prepared as frames are: its mean leaves in the spectrum.
+        let (mean, _) = prepare_shifted(reference, &taper_cols, &taper_rows, &mut ws.prepared);
         let mut spec = vec![Complex32::new(0.0, 0.0); fft.spectrum_len()];
         fft.forward(&ws.prepared, &mut spec, &mut ws.fft);
+        for (s, p) in spec.iter_mut().zip(&pedestal) {
+            *s -= p * mean as f32;
+        }
         let two_pi2_s2 = 2.0 * std::f64::consts::PI.powi(2) * smooth_sigma * smooth_sigma;
         let hw = fft.half_width();
         let band = Band::new(w, h, smooth_sigma);
@@ -296,7 +250,6 @@ impl Correlator {
         }
         Correlator {
             fft,
-            taper,
             taper_cols,
             taper_rows,
             pedestal,
@@ -691,39 +644,28 @@ mod tests {
     }
 
     #[test]
-    fn prepare_gives_the_variance_and_exactly_zero_for_a_constant_frame() {
-        let n = 5000;
-        let v: Vec<f32> = (0..n)
-            .map(|i| 2000.0 + ((i * 31) % 97) as f32 * 0.5)
-            .collect();
-        let taper = vec![1.0; n];
-        let mut out = vec![0.0; n];
-        let var = prepare(&v, &taper, &mut out);
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
-        let plain = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!((var - plain).abs() < 1e-4 * plain, "{var} vs {plain}");
-        assert!(out.iter().map(|&x| x as f64).sum::<f64>().abs() < 1e-2 * n as f64);
-        assert_eq!(prepare(&vec![1234.5; n], &taper, &mut out), 0.0);
-        assert!(prepare(&[1.0, f32::NAN, 2.0], &[1.0; 3], &mut [0.0; 3]).is_nan());
-    }
-
-    #[test]
-    fn one_pass_preparation_with_the_pedestal_equals_mean_subtraction() {
+    fn one_pass_preparation_gives_the_variance_and_with_the_pedestal_the_mean_subtraction() {
         let (w, h) = (40, 30);
         let img: Vec<f32> = (0..w * h)
             .map(|i| 3000.0 + ((i * 31) % 97) as f32 * 0.5)
             .collect();
         let taper = edge_taper(w, h, 6.0);
         let (tx, ty) = edge_taper_factors(w, h, 6.0);
-        let (mut a, mut b) = (vec![0.0; w * h], vec![0.0; w * h]);
-        let var = prepare(&img, &taper, &mut a);
-        let (mean, var2) = prepare_shifted(&img, &tx, &ty, &mut b);
-        assert!((var - var2).abs() < 1e-6 * var, "{var} vs {var2}");
+        let mut out = vec![0.0; w * h];
+        let (mean, var) = prepare_shifted(&img, &tx, &ty, &mut out);
+        let m = img.iter().map(|&x| x as f64).sum::<f64>() / (w * h) as f64;
+        let plain = img.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / (w * h) as f64;
+        assert!((var - plain).abs() < 1e-4 * plain, "{var} vs {plain}");
+        assert!((img[0] as f64 + mean - m).abs() < 1e-6 * m);
         // (v − c)·t − mean·t is (v − m)·t.
-        for ((x, y), t) in a.iter().zip(&b).zip(&taper) {
-            assert!((x - (y - mean as f32 * t)).abs() < 1e-3, "{x} vs {y}");
+        for ((o, v), t) in out.iter().zip(&img).zip(&taper) {
+            let want = (*v as f64 - m) * *t as f64;
+            assert!(
+                (*o as f64 - mean * *t as f64 - want).abs() < 1e-3,
+                "{o} vs {want}"
+            );
         }
-        let (m, v) = prepare_shifted(&vec![7.5; w * h], &tx, &ty, &mut b);
+        let (m, v) = prepare_shifted(&vec![7.5; w * h], &tx, &ty, &mut out);
         assert_eq!((m, v), (0.0, 0.0));
         assert!(
             prepare_shifted(&[1.0, f32::NAN], &[1.0; 2], &[1.0], &mut [0.0; 2])

@@ -314,17 +314,10 @@ impl FrameEncoder {
         if finite {
             return Ok(clamped);
         }
-        if let Some(i) = first_non_finite(values) {
-            let p = offset + i;
-            return Err(Error::internal(format!(
-                "frame store {}: frame {frame} (row {}, column {}) is {}, not a finite value",
-                self.dest.display(),
-                p / self.width,
-                p % self.width,
-                values[i]
-            )));
+        match first_non_finite(values) {
+            Some(i) => Err(self.non_finite(frame, offset + i, values[i])),
+            None => Ok(clamped),
         }
-        Ok(clamped)
     }
 
     /// Refuse a partial frame or a non-finite value, naming where it is.
@@ -339,18 +332,20 @@ impl FrameEncoder {
                 self.width
             )));
         }
-        if let Some(i) = first_non_finite(frames) {
-            let (f, p) = (i / frame_len, i % frame_len);
-            return Err(Error::internal(format!(
-                "frame store {}: frame {} (row {}, column {}) is {}, not a finite value",
-                self.dest.display(),
-                first + f,
-                p / self.width,
-                p % self.width,
-                frames[i]
-            )));
+        match first_non_finite(frames) {
+            Some(i) => Err(self.non_finite(first + i / frame_len, i % frame_len, frames[i])),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The error for a non-finite `value` at `pixel` of frame `frame`.
+    fn non_finite(&self, frame: usize, pixel: usize, value: f32) -> Error {
+        Error::internal(format!(
+            "frame store {}: frame {frame} (row {}, column {}) is {value}, not a finite value",
+            self.dest.display(),
+            pixel / self.width,
+            pixel % self.width,
+        ))
     }
 
     /// Convert checked values; returns how many were clamped.
@@ -575,7 +570,7 @@ impl FrameStoreWriter {
     }
 
     /// The conversion this store's frames go through, to run on other threads
-    /// before [`write_encoded`](Self::write_encoded).
+    /// before [`write_indexed`](Self::write_indexed).
     pub fn encoder(&self) -> FrameEncoder {
         FrameEncoder {
             dest: self.dest.clone(),
@@ -629,8 +624,8 @@ impl FrameStoreWriter {
             .iter()
             .position(|w| !w.load(std::sync::atomic::Ordering::SeqCst));
         drop(frames);
-        // Frames past the last complete one may hold anything now.
-        if failed || result.is_err() {
+        // After any failure, frames past the last complete one may hold anything.
+        if failed || result.is_err() || missing.is_some() {
             self.failed = true;
         }
         let value = result?;
@@ -642,7 +637,6 @@ impl FrameStoreWriter {
             )));
         }
         if let Some(i) = missing {
-            self.failed = true;
             return Err(Error::internal(format!(
                 "frame store {}: frame {} of {n} written by index was never written",
                 dest.display(),
