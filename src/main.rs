@@ -795,6 +795,23 @@ fn print_analysis_score(a: &cortexmap::score::analysis::AnalysisScore) {
              sessions vs truth: Pearson r {:.3}",
             a.map_similarity_r
         );
+        if let Some(f) = &a.map_noise_floor {
+            let sigma: Vec<String> = f
+                .session_sigma
+                .iter()
+                .map(|(s, v)| format!("{s} {v:.3}"))
+                .collect();
+            println!(
+                "noise floor: the truth's responses with this run's ΔF/F noise (median s.d. \
+                 {}) give a largest error of {:.3} (median of {} draws; 10-90 %: {:.3}-{:.3}); \
+                 this run: {worst:.3}",
+                sigma.join(", "),
+                f.quantile(0.5),
+                f.draws,
+                f.quantile(0.1),
+                f.quantile(0.9)
+            );
+        }
     }
     for t in &a.cell_tags {
         println!(

@@ -250,6 +250,20 @@ fn run_until_track_links_cells_and_finds_the_ablated_ones() {
     eprintln!("responsive: {all:?}");
     assert!(all.balanced_accuracy >= 0.6, "{all:?}");
     assert!(out.join("score").join("responsive.parquet").exists());
+
+    // The maps' noise floor: the truth's responses with the run's ΔF/F noise.
+    let floor = a.map_noise_floor.as_ref().expect("a noise floor");
+    assert_eq!(floor.max_errors.len(), floor.draws);
+    assert!(floor.max_errors.iter().all(|e| e.is_finite() && *e > 0.0));
+    assert_eq!(floor.session_errors.len(), a.maps.len());
+    assert!(floor.session_sigma.iter().all(|s| s.1 > 0.0), "{floor:?}");
+    let mp = out.join("score").join("maps.parquet");
+    let maps = cortexmap::io::table::read_table(&mp).unwrap();
+    assert!(maps
+        .f64s(&mp, "noise_floor_error")
+        .unwrap()
+        .iter()
+        .all(|e| e.is_finite()));
 }
 
 /// Footprints of `n` discs scattered with `seed` over a `w × h` frame.

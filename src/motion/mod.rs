@@ -688,8 +688,6 @@ impl Job<'_> {
     ) -> Result<JobResult> {
         let (w, h) = (self.registrar.w, self.registrar.h);
         let row_bytes = self.encoder.frame_bytes() / h;
-        sums.raw.fill(0.0);
-        sums.cor.fill(0.0);
         let mut clamped_values = 0;
         let Slot {
             buffers,
@@ -699,11 +697,12 @@ impl Job<'_> {
         let frames = (first..first + count)
             .map(|i| {
                 self.input.read_frames_into(i, raw)?;
+                // The job's first frame starts its sums (no zeroing pass).
+                let first_frame = i == first;
+                accumulate(&mut sums.raw, raw, first_frame);
                 let mut failed = None;
                 let result = self.registrar.register(raw, buffers, |y, row| {
-                    let at = y * w..(y + 1) * w;
-                    add_frame(&mut sums.raw[at.clone()], &raw[at.clone()]);
-                    add_frame(&mut sums.cor[at], row);
+                    accumulate(&mut sums.cor[y * w..(y + 1) * w], row, first_frame);
                     let bytes = &mut encoded[y * row_bytes..(y + 1) * row_bytes];
                     match self.encoder.encode_at(i, y * w, row, bytes) {
                         Ok(c) => clamped_values += c,
@@ -726,10 +725,15 @@ impl Job<'_> {
     }
 }
 
+/// Add `values` into `acc`, or copy them when `start` (the first term).
 #[inline(always)]
-fn add_frame(acc: &mut [f32], frame: &[f32]) {
+fn accumulate(acc: &mut [f32], values: &[f32], start: bool) {
+    if start {
+        acc.copy_from_slice(values);
+        return;
+    }
     crate::simd::wide(|| {
-        for (a, v) in acc.iter_mut().zip(frame) {
+        for (a, v) in acc.iter_mut().zip(values) {
             *a += *v;
         }
     })

@@ -11,7 +11,7 @@
 //! searched within ±`max_shift`. The sub-pixel position is the maximum of the
 //! band-limited correlation surface itself, evaluated off the pixel grid from the
 //! cross-power spectrum (a 1-D inverse DFT along each axis through the peak,
-//! maximised by golden-section search along x, then y, then x again). This matches the
+//! maximised by golden-section search along x, then along y). This matches the
 //! upsampled-DFT refinement of Guizar-Sicairos et al. 2008 in spirit at a fraction
 //! of its cost, and avoids the bias of fitting a parabola to a peak whose shape
 //! depends on the image's spectrum.
@@ -499,11 +499,9 @@ fn refine_peak(
             acc
         };
         along_x(by, scratch);
-        let x1 = golden_max(rx.0, rx.1, |x| eval_x(&scratch.line, x));
-        along_y(x1, scratch);
-        let y = golden_max(ry.0, ry.1, |y| eval_y(&scratch.line, y));
-        along_x(y, scratch);
         let x = golden_max(rx.0, rx.1, |x| eval_x(&scratch.line, x));
+        along_y(x, scratch);
+        let y = golden_max(ry.0, ry.1, |y| eval_y(&scratch.line, y));
         (x, y)
     })
 }

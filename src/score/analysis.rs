@@ -7,12 +7,14 @@
 //! - **Maps:** the run's baseline-normalised diagonal and off-diagonal per session
 //!   beside the truth's (`truth/map_summary.parquet`), and the Pearson correlation
 //!   of the run's map similarities between sessions with the truth's
-//!   (`map_similarity.parquet`, every unordered pair of different sessions).
+//!   (`map_similarity.parquet`, every unordered pair of different sessions), and
+//!   the error that the run's ΔF/F noise alone would cause ([`super::noise_floor`]).
 //! - **Cell tags:** `initially_silent` (cells.parquet) and recruitment (group `B`,
 //!   neurons.parquet) against the truth's flags. A tracked cell stands for the true
 //!   cell its ROIs were matched to most often (ties: the earliest session).
 
 use super::cells::Matches;
+use super::noise_floor::{map_noise_floor, NoiseFloor};
 use crate::error::Result;
 use crate::io::table::{read_table, Column, Table};
 use std::collections::BTreeMap;
@@ -63,6 +65,9 @@ pub struct AnalysisScore {
     /// truth's; NaN with fewer than 3 pairs.
     pub map_similarity_r: f64,
     pub cell_tags: Vec<CellTagScore>,
+    /// How far measured ΔF/F noise alone would move the normalised maps; None
+    /// when the truth or the run lacks what it needs.
+    pub map_noise_floor: Option<NoiseFloor>,
 }
 
 impl MapScore {
@@ -321,6 +326,7 @@ pub fn score_analysis(
         maps: map_scores(truth, run)?,
         map_similarity_r: map_similarity_r(truth, run)?,
         cell_tags: cell_tag_scores(truth, run, &n, &np, matches)?,
+        map_noise_floor: map_noise_floor(truth, run, matches, &stands_for)?,
     }))
 }
 
@@ -409,6 +415,24 @@ pub fn maps_table(a: &AnalysisScore) -> Table {
         .with("true_diagonal_norm", f(|x| x.true_diagonal_norm))
         .with("off_diagonal_norm", f(|x| x.off_diagonal_norm))
         .with("true_off_diagonal_norm", f(|x| x.true_off_diagonal_norm))
+        .with(
+            "noise_floor_error",
+            Column::F64(
+                m.iter()
+                    .map(|x| {
+                        a.map_noise_floor
+                            .as_ref()
+                            .and_then(|f| {
+                                f.session_errors
+                                    .iter()
+                                    .find(|(s, _)| *s == x.session)
+                                    .map(|e| e.1)
+                            })
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect(),
+            ),
+        )
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ fn rows_by_session(t: &Table, path: &Path) -> Result<BTreeMap<String, Vec<usize>
 }
 
 /// Per (session, id): the frame-ordered values of `column` in a traces table.
-fn traces_by_id(
+pub(super) fn traces_by_id(
     t: &Table,
     path: &Path,
     id: &str,

@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod cells;
+pub mod noise_floor;
 pub mod track;
 
 use crate::error::{Error, Result};
