@@ -719,12 +719,16 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
     );
     if let Some(cells) = &s.cells {
         println!(
-            "ROIs (is_cell; centroid <= 4 px and IoU >= 0.2, one-to-one) and traces (Pearson r):"
+            "ROIs (is_cell; centroid <= 4 px and IoU >= 0.2, one-to-one) and traces (Pearson r; \
+             ceiling: the largest r the ROI's ΔF/F noise allows):"
         );
-        println!("  session  true   est  match  precision  recall     F1  F1(all)  dff_r  denoised_r  spike_r");
+        println!(
+            "  session  true   est  match  precision  recall     F1  F1(all)  dff_r  \
+             ceiling  denoised_r  spike_r"
+        );
         for c in cells {
             println!(
-                "  {:<7} {:>5} {:>5} {:>6} {:>10.3} {:>7.3} {:>6.3} {:>8.3} {:>6.3} {:>11.3} {:>8.3}",
+                "  {:<7} {:>5} {:>5} {:>6} {:>10.3} {:>7.3} {:>6.3} {:>8.3} {:>6.3} {:>8.3} {:>11.3} {:>8.3}",
                 c.session,
                 c.n_true,
                 c.n_est,
@@ -734,6 +738,7 @@ fn score_cmd(truth: &Path, run: &Path) -> Result<()> {
                 c.f1,
                 c.f1_all,
                 c.trace_corr_median,
+                c.trace_corr_ceiling_median,
                 c.denoised_corr_median,
                 c.spike_corr_median
             );
@@ -803,13 +808,14 @@ fn print_analysis_score(a: &cortexmap::score::analysis::AnalysisScore) {
                 .collect();
             println!(
                 "noise floor: the truth's responses with this run's ΔF/F noise (median s.d. \
-                 {}) give a largest error of {:.3} (median of {} draws; 10-90 %: {:.3}-{:.3}); \
-                 this run: {worst:.3}",
+                 {}) give a largest error of {:.3} (median of {} draws; 10-90 %: {:.3}-{:.3}; \
+                 {} draws within 0.05); this run: {worst:.3}",
                 sigma.join(", "),
                 f.quantile(0.5),
                 f.draws,
                 f.quantile(0.1),
-                f.quantile(0.9)
+                f.quantile(0.9),
+                f.max_errors.iter().filter(|e| **e <= 0.05).count()
             );
         }
     }

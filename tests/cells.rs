@@ -56,6 +56,15 @@ fn rois_and_traces_match_the_truth_on_a_small_simulation() {
             c.session,
             c.trace_corr_median
         );
+        // No trace correlates with the truth beyond what its noise allows (up to
+        // the sampling error of the two medians).
+        assert!(
+            c.trace_corr_median <= c.trace_corr_ceiling_median + 0.05,
+            "{}: dff r {} above its ceiling {}",
+            c.session,
+            c.trace_corr_median,
+            c.trace_corr_ceiling_median
+        );
     }
     // Every ROI has one trace row per frame; pixels are sorted and in the frame.
     let rp = out.join("rois.parquet");

@@ -37,6 +37,11 @@ pub struct CellScore {
     /// Median Pearson r of matched ΔF/F with the true ΔF/F (NaN without traces).
     pub trace_corr_median: f64,
     pub trace_corr_mean: f64,
+    /// Median over matched ROIs of the noise ceiling of that r: the largest
+    /// correlation any noise-free signal can have with the ROI's ΔF/F,
+    /// √(1 − σ²/var), with σ its white-noise s.d.
+    /// ([`noise_sd`](super::noise_floor::noise_sd)).
+    pub trace_corr_ceiling_median: f64,
     /// Median Pearson r of the denoised ΔF/F (OASIS calcium) with the true ΔF/F.
     pub denoised_corr_median: f64,
     /// Median Pearson r of deconvolved activity with the true spikes.
@@ -132,6 +137,24 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
     if saa > 0.0 && sbb > 0.0 {
         sab / (saa * sbb).sqrt()
+    } else {
+        f64::NAN
+    }
+}
+
+/// The largest Pearson r that any noise-free signal can reach with `trace`:
+/// √(1 − σ²/var), σ the trace's white-noise s.d. (Spearman's attenuation bound);
+/// NaN without variance.
+pub fn noise_ceiling(trace: &[f32]) -> f64 {
+    let n = trace.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let m = trace.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let var = trace.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
+    let sd = super::noise_floor::noise_sd(trace);
+    if var > 0.0 && sd.is_finite() {
+        (1.0 - sd * sd / var).max(0.0).sqrt()
     } else {
         f64::NAN
     }
@@ -309,7 +332,8 @@ pub fn score_cells(
         let (precision, recall, f1) = prf(pairs.len(), est_cells.len(), truth_shapes.len());
         let all_pairs = match_pairs(&est_all, &truth_shapes, allowed);
         let (_, _, f1_all) = prf(all_pairs.len(), est_all.len(), truth_shapes.len());
-        let (mut tc, mut sc, mut dc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tc, mut sc, mut dc, mut ceiling) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if let Some(tr) = &traces {
             for &(e, t) in &pairs {
                 let roi = rid[erows[cell_idx[e]]];
@@ -318,6 +342,7 @@ pub fn score_cells(
                 let key_t = (session.clone(), cell);
                 if let (Some(a), Some(b)) = (tr.est_dff.get(&key_e), tr.true_dff.get(&key_t)) {
                     tc.push(pearson(a, b));
+                    ceiling.push(noise_ceiling(a));
                 }
                 if let (Some(a), Some(b)) = (tr.est_denoised.get(&key_e), tr.true_dff.get(&key_t)) {
                     dc.push(pearson(a, b));
@@ -347,6 +372,7 @@ pub fn score_cells(
             f1_all,
             trace_corr_median: median(tc.clone()),
             trace_corr_mean: mean(&tc),
+            trace_corr_ceiling_median: median(ceiling),
             spike_corr_median: median(sc),
             denoised_corr_median: median(dc),
         });
@@ -493,6 +519,28 @@ pub struct RegionScore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_noisy_copy_of_a_signal_correlates_with_it_at_the_noise_ceiling() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let signal: Vec<f32> = (0..30_000)
+            .map(|i| (i as f32 / 200.0).sin() * std::f32::consts::SQRT_2)
+            .collect();
+        let trace: Vec<f32> = signal
+            .iter()
+            .map(|&v| {
+                let z: f32 = StandardNormal.sample(&mut rng);
+                v + 0.5 * z
+            })
+            .collect();
+        let (ceiling, r) = (noise_ceiling(&trace), pearson(&trace, &signal));
+        // Unit-variance signal, noise s.d. 0.5: √(1 − 0.25/1.25) = 0.894.
+        assert!((ceiling - 0.894).abs() < 0.01, "{ceiling}");
+        assert!((r - ceiling).abs() < 0.01, "{r} {ceiling}");
+        assert!(noise_ceiling(&[2.0; 10]).is_nan());
+    }
 
     fn s(x: f64, y: f64) -> Shape {
         Shape {

@@ -380,6 +380,10 @@ fn cells_table(c: &[cells::CellScore]) -> Table {
         .with("f1_all_rois", f(&|s| s.f1_all))
         .with("dff_corr_median", f(&|s| s.trace_corr_median))
         .with("dff_corr_mean", f(&|s| s.trace_corr_mean))
+        .with(
+            "dff_corr_ceiling_median",
+            f(&|s| s.trace_corr_ceiling_median),
+        )
         .with("dff_denoised_corr_median", f(&|s| s.denoised_corr_median))
         .with("spike_corr_median", f(&|s| s.spike_corr_median))
 }

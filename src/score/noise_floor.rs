@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Noise draws per score.
-pub const DRAWS: usize = 20;
+pub const DRAWS: usize = 100;
 const SEED: u64 = 0x6e6f_6973_6566_6c72;
 
 /// The spread of the largest normalised map error over the noise draws.
