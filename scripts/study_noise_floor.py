@@ -13,7 +13,8 @@ study` does, and compared with the same means of truth/study_map.parquet.
 
 Usage: scripts/study-noise-floor STUDY_DIR [DRAWS] [SEED]  (this file through its wrapper)
   STUDY_DIR holds study.toml (as `cortexmap simulate-study` writes it) and truth/.
-The wrapper runs it with numpy and pyarrow from the test environment.
+The wrapper runs it (Python 3.11+) with numpy and pyarrow from a virtual
+environment outside the repository.
 
 Prints a noise-free check (must be 0: the script's maps are the truth's), then
 the median relative error over the cohort x day means and how many are within

@@ -327,8 +327,7 @@ impl BlockAligner {
                 }
                 if e.snr >= self.snr_threshold {
                     let limit = m as f64 + 0.5;
-                    (e.x, e.y) =
-                        self.blocks[k].refine_peak(&mut bw.ws, e.x.round(), e.y.round(), limit);
+                    (e.x, e.y) = self.blocks[k].refine_peak(&mut bw.ws, e.x, e.y, limit);
                 }
                 bw.estimates[k] = e;
             }

@@ -308,21 +308,22 @@ impl Correlator {
         let my = self.max_shift.min((h / 2).saturating_sub(1));
         let mut e = peak_of_window(&ws.window, self.window_half(), mx, my);
         let limit = self.max_shift as f64 + 0.5;
-        (e.x, e.y) = self.refine_peak(ws, e.x.round(), e.y.round(), limit);
+        (e.x, e.y) = self.refine_peak(ws, e.x, e.y, limit);
         e
     }
 
     /// Sub-pixel maximum, within ±`limit`, of the band-limited surface whose
     /// (half) spectrum is the last cross-power spectrum in `ws.spec` (from
-    /// [`surface`](Self::surface)), near the integer peak (bx, by).
-    pub fn refine_peak(&self, ws: &mut Workspace, bx: f64, by: f64, limit: f64) -> (f64, f64) {
+    /// [`surface`](Self::surface)), near the first estimate (x0, y0): searched
+    /// within a pixel of its nearest whole pixel, along x on row `y0` first.
+    pub fn refine_peak(&self, ws: &mut Workspace, x0: f64, y0: f64, limit: f64) -> (f64, f64) {
         refine_peak(
             &self.fft,
             &self.band,
             &ws.spec,
             &mut ws.refine,
-            bx,
-            by,
+            x0,
+            y0,
             limit,
         )
     }
@@ -394,19 +395,22 @@ fn dot_twiddled(p: &[f32], c2: &[f32], s2: &[f32]) -> (f64, f64) {
 }
 
 /// Sub-pixel maximum of the band-limited surface whose (half) spectrum is
-/// `product`, zero outside `band`, near the integer peak (bx, by).
+/// `product`, zero outside `band`, near the first estimate (x0, y0).
 fn refine_peak(
     fft: &Fft2,
     band: &Band,
     product: &[Complex32],
     scratch: &mut RefineScratch,
-    bx: f64,
-    by: f64,
+    x0: f64,
+    y0: f64,
     limit: f64,
 ) -> (f64, f64) {
     crate::simd::wide(|| {
-        let range = |b: f64| ((b - 1.0).max(-limit), (b + 1.0).min(limit));
-        let (rx, ry) = (range(bx), range(by));
+        // The intervals are centred on the estimate's nearest whole pixel; the
+        // first line goes through the estimate's own row, not that pixel's, so a
+        // peak elongated along a diagonal is met near its ridge.
+        let range = |b: f64| ((b.round() - 1.0).max(-limit), (b.round() + 1.0).min(limit));
+        let (rx, ry) = (range(x0), range(y0));
         use std::f64::consts::TAU;
         let (w, h) = (fft.width, fft.height);
         let signed_y = |ky: usize| {
@@ -498,7 +502,7 @@ fn refine_peak(
             }
             acc
         };
-        along_x(by, scratch);
+        along_x(y0.clamp(ry.0, ry.1), scratch);
         let x = golden_max(rx.0, rx.1, |x| eval_x(&scratch.line, x));
         along_y(x, scratch);
         let y = golden_max(ry.0, ry.1, |y| eval_y(&scratch.line, y));

@@ -37,8 +37,8 @@ pub struct CellScore {
     /// Median Pearson r of matched ΔF/F with the true ΔF/F (NaN without traces).
     pub trace_corr_median: f64,
     pub trace_corr_mean: f64,
-    /// Median over matched ROIs of the noise ceiling of that r: the largest
-    /// correlation any noise-free signal can have with the ROI's ΔF/F,
+    /// Median over matched ROIs of the noise ceiling of that r: an estimate of
+    /// the largest correlation a noise-free signal can have with the ROI's ΔF/F,
     /// √(1 − σ²/var), with σ its white-noise s.d.
     /// ([`noise_sd`](super::noise_floor::noise_sd)).
     pub trace_corr_ceiling_median: f64,
@@ -142,9 +142,10 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// The largest Pearson r that any noise-free signal can reach with `trace`:
-/// √(1 − σ²/var), σ the trace's white-noise s.d. (Spearman's attenuation bound);
-/// NaN without variance.
+/// An estimate of the largest Pearson r that a noise-free signal can reach with
+/// `trace`: √(1 − σ²/var), σ the trace's estimated white-noise s.d. (Spearman's
+/// attenuation bound; with σ estimated, a single r may exceed it); NaN without
+/// variance.
 pub fn noise_ceiling(trace: &[f32]) -> f64 {
     let n = trace.len();
     if n < 2 {

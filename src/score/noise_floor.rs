@@ -12,10 +12,12 @@
 //!   s.d. of the first differences of the matched ROI's `dff` (1.4826 × median
 //!   |Δ| / √2; white noise passes it unchanged, calcium transients barely move the
 //!   median), or of the transferred trace of the tracked cell standing for it, or
-//!   else the session's median σ;
-//! - a trial response is the response window's mean minus the baseline window's,
-//!   so its noise has variance σ²·(1/n_b + 1/n_r) with the truth's window lengths
-//!   in frames;
+//!   else the median σ of the session's cells (of its ROIs, of all ROIs, when it
+//!   has none);
+//! - the run's trial response is the response window's mean minus the baseline
+//!   window's, so its noise has variance σ²·(1/n_b + 1/n_r); the window lengths
+//!   are the truth's (`simulation.toml`), which equal the run's defaults on the
+//!   `standard` and `demo` presets (not on `sample`: 2 frames against 3);
 //! - every draw adds independent Gaussian noise of that variance to every true
 //!   response, rebuilds the single-trial maps ([`crate::analysis::maps`]) and
 //!   normalises them by the pre-ablation sessions, as the truth does; its error is
@@ -26,7 +28,7 @@
 //! measurement error (1904) made concrete by simulation.
 
 use super::cells::Matches;
-use crate::analysis::maps;
+use crate::analysis::{maps, stats};
 use crate::error::{Error, Result};
 use crate::io::table::read_table;
 use ndarray::Array2;
@@ -56,11 +58,15 @@ pub struct NoiseFloor {
 }
 
 impl NoiseFloor {
-    /// The `q`-quantile (0–1) of the draws' largest errors (nearest rank).
+    /// The `q`-quantile (0–1) of the draws' largest errors (nearest rank; the
+    /// median, `q` = 0.5, as the middle pair's mean).
     pub fn quantile(&self, q: f64) -> f64 {
         let n = self.max_errors.len();
         if n == 0 {
             return f64::NAN;
+        }
+        if q == 0.5 {
+            return stats::median(self.max_errors.clone());
         }
         let k = ((q * (n - 1) as f64).round() as usize).min(n - 1);
         self.max_errors[k]
@@ -192,6 +198,15 @@ fn load_truth(truth: &Path) -> Result<Option<TruthMaps>> {
     }))
 }
 
+/// The median of the first group that has a finite value; NaN when none has.
+fn first_finite_median<const N: usize>(groups: [Vec<f64>; N]) -> f64 {
+    groups
+        .into_iter()
+        .map(stats::median)
+        .find(|m| m.is_finite())
+        .unwrap_or(f64::NAN)
+}
+
 /// The run's ΔF/F noise s.d. per (session, ROI) and per (session, tracked cell)
 /// for transferred traces.
 type Sigmas = BTreeMap<(String, u32), f64>;
@@ -273,24 +288,37 @@ pub fn map_noise_floor(
         .map(|(k, (name, _))| {
             let mut of_true: BTreeMap<u32, f64> = BTreeMap::new();
             for (&cell, &t) in stands_for {
-                if let Some(&s) = cell_sigma.get(&(name.clone(), cell)) {
+                if let Some(&s) = cell_sigma
+                    .get(&(name.clone(), cell))
+                    .filter(|s| s.is_finite())
+                {
                     of_true.insert(t, s);
                 }
             }
             if let Some(m) = matches.get(name) {
                 for (&roi, &t) in m {
-                    if let Some(&s) = roi_sigma.get(&(name.clone(), roi)) {
+                    if let Some(&s) = roi_sigma
+                        .get(&(name.clone(), roi))
+                        .filter(|s| s.is_finite())
+                    {
                         of_true.insert(t, s);
                     }
                 }
             }
-            let mut known: Vec<f64> = tm.cells[k]
+            let known: Vec<f64> = tm.cells[k]
                 .iter()
                 .filter_map(|c| of_true.get(c).copied())
-                .filter(|s| s.is_finite())
                 .collect();
-            known.sort_by(|a, b| a.total_cmp(b));
-            let median = known.get(known.len() / 2).copied().unwrap_or(f64::NAN);
+            // Without a matched cell, the session's ROIs stand in, then every ROI.
+            let session_rois = || {
+                roi_sigma
+                    .iter()
+                    .filter(|((s, _), _)| s == name)
+                    .map(|(_, &v)| v)
+                    .collect::<Vec<f64>>()
+            };
+            let median =
+                first_finite_median([known, session_rois(), roi_sigma.values().copied().collect()]);
             session_sigma.push((name.clone(), median));
             tm.cells[k]
                 .iter()
@@ -318,9 +346,10 @@ pub fn map_noise_floor(
         .iter()
         .enumerate()
         .map(|(k, (name, _))| {
-            let mut e: Vec<f64> = draws.iter().map(|d| d[k]).collect();
-            e.sort_by(|a, b| a.total_cmp(b));
-            (name.clone(), e[e.len() / 2])
+            (
+                name.clone(),
+                stats::median(draws.iter().map(|d| d[k]).collect()),
+            )
         })
         .collect();
     Ok(Some(NoiseFloor {
@@ -420,6 +449,17 @@ mod tests {
         // Seeded: the same draw gives the same errors.
         let per = vec![vec![0.2; 60]; 3];
         assert_eq!(draw_errors(&tm, &per, 3), draw_errors(&tm, &per, 3));
+    }
+
+    #[test]
+    fn a_session_without_matched_cells_borrows_its_rois_noise() {
+        let m = first_finite_median([vec![], vec![f64::NAN, 0.2, 0.4], vec![9.0]]);
+        assert!((m - 0.3).abs() < 1e-12);
+        assert_eq!(
+            first_finite_median([vec![f64::NAN], vec![], vec![0.5]]),
+            0.5
+        );
+        assert!(first_finite_median([Vec::<f64>::new(), vec![]]).is_nan());
     }
 
     #[test]
