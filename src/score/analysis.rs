@@ -13,7 +13,7 @@
 //!   neurons.parquet) against the truth's flags. A tracked cell stands for the true
 //!   cell its ROIs were matched to most often (ties: the earliest session).
 
-use super::cells::Matches;
+use super::cells::{Matches, RoiNoise};
 use super::noise_floor::{map_noise_floor, NoiseFloor};
 use crate::error::Result;
 use crate::io::table::{read_table, Column, Table};
@@ -266,6 +266,7 @@ pub fn score_analysis(
     truth: &Path,
     run: &Path,
     matches: &Matches,
+    noise: &RoiNoise,
 ) -> Result<Option<AnalysisScore>> {
     let np = run.join("neurons.parquet");
     if !np.exists() {
@@ -326,8 +327,19 @@ pub fn score_analysis(
         maps: map_scores(truth, run)?,
         map_similarity_r: map_similarity_r(truth, run)?,
         cell_tags: cell_tag_scores(truth, run, &n, &np, matches)?,
-        map_noise_floor: map_noise_floor(truth, run, matches, &stands_for)?,
+        map_noise_floor: map_noise_floor(truth, run, matches, noise, &stands_for)?,
     }))
+}
+
+/// A map_summary.parquet's normalised (diagonal, off-diagonal) per session.
+pub(super) fn normalised_maps(path: &Path) -> Result<BTreeMap<String, (f64, f64)>> {
+    let t = read_table(path)?;
+    Ok(t.strs(path, "session")?
+        .iter()
+        .zip(t.f64s(path, "diagonal_norm")?)
+        .zip(t.f64s(path, "off_diagonal_norm")?)
+        .map(|((s, &d), &o)| (s.clone(), (d, o)))
+        .collect())
 }
 
 fn map_scores(truth: &Path, run: &Path) -> Result<Vec<MapScore>> {
@@ -338,14 +350,7 @@ fn map_scores(truth: &Path, run: &Path) -> Result<Vec<MapScore>> {
     if !rp.exists() || !tp.exists() {
         return Ok(Vec::new());
     }
-    let (r, t) = (read_table(&rp)?, read_table(&tp)?);
-    let truth: BTreeMap<String, (f64, f64)> = t
-        .strs(&tp, "session")?
-        .iter()
-        .zip(t.f64s(&tp, "diagonal_norm")?)
-        .zip(t.f64s(&tp, "off_diagonal_norm")?)
-        .map(|((s, &d), &o)| (s.clone(), (d, o)))
-        .collect();
+    let (r, truth) = (read_table(&rp)?, normalised_maps(&tp)?);
     let (s, d, o) = (
         r.strs(&rp, "session")?,
         r.f64s(&rp, "diagonal_norm")?,

@@ -15,9 +15,11 @@
 //! Real data: [`score_regions`] scores against neurofinder-format labels with
 //! neurofinder's rule (centroids within 5 px, one-to-one).
 
+use super::noise_floor::noise_sd;
 use crate::analysis::stats::median;
 use crate::error::{Error, Result};
 use crate::io::table::{read_table, Table};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,8 +41,7 @@ pub struct CellScore {
     pub trace_corr_mean: f64,
     /// Median over matched ROIs of the noise ceiling of that r: an estimate of
     /// the largest correlation a noise-free signal can have with the ROI's ΔF/F,
-    /// √(1 − σ²/var), with σ its white-noise s.d.
-    /// ([`noise_sd`](super::noise_floor::noise_sd)).
+    /// √(1 − σ²/var), with σ its white-noise s.d. ([`noise_sd`]).
     pub trace_corr_ceiling_median: f64,
     /// Median Pearson r of the denoised ΔF/F (OASIS calcium) with the true ΔF/F.
     pub denoised_corr_median: f64,
@@ -143,17 +144,16 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// An estimate of the largest Pearson r that a noise-free signal can reach with
-/// `trace`: √(1 − σ²/var), σ the trace's estimated white-noise s.d. (Spearman's
-/// attenuation bound; with σ estimated, a single r may exceed it); NaN without
-/// variance.
-pub fn noise_ceiling(trace: &[f32]) -> f64 {
+/// `trace` whose white-noise s.d. is `sd` ([`noise_sd`]): √(1 − σ²/var)
+/// (Spearman's attenuation bound; with σ estimated, a single r may exceed it);
+/// NaN without variance.
+pub fn noise_ceiling(trace: &[f32], sd: f64) -> f64 {
     let n = trace.len();
     if n < 2 {
         return f64::NAN;
     }
     let m = trace.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let var = trace.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
-    let sd = super::noise_floor::noise_sd(trace);
     if var > 0.0 && sd.is_finite() {
         (1.0 - sd * sd / var).max(0.0).sqrt()
     } else {
@@ -273,16 +273,21 @@ fn group_series(
 /// Per session: matched `is_cell` ROI id → true cell id.
 pub type Matches = BTreeMap<String, BTreeMap<u32, u32>>;
 
+/// Per (session, ROI): the white-noise s.d. of the ROI's `dff` ([`noise_sd`]).
+pub type RoiNoise = BTreeMap<(String, u32), f64>;
+
 /// Score the run's rois.parquet (and traces.parquet when present) against the
 /// truth's footprints and traces. `offsets` maps a session to the motion offset
 /// (estimated − true shift, px). Returns None when the run has no rois.parquet;
-/// fills `matches` with the one-to-one matches of `is_cell` ROIs.
+/// fills `matches` with the one-to-one matches of `is_cell` ROIs and, when both
+/// sides have traces, `noise` with every ROI's ΔF/F noise.
 pub fn score_cells(
     truth: &Path,
     run: &Path,
     width: usize,
     offsets: &BTreeMap<String, (f64, f64)>,
     matches: &mut Matches,
+    noise: &mut RoiNoise,
 ) -> Result<Option<Vec<CellScore>>> {
     let rois_path = run.join("rois.parquet");
     if !rois_path.exists() {
@@ -305,6 +310,13 @@ pub fn score_cells(
         fps.u32s(&fp_path, "cell")?,
     );
     let traces = load_traces(truth, run)?;
+    if let Some(tr) = &traces {
+        *noise = tr
+            .est_dff
+            .par_iter()
+            .map(|(k, v)| (k.clone(), noise_sd(v)))
+            .collect();
+    }
     let mut out = Vec::new();
     for (session, trows) in &true_rows {
         let erows = est_rows.get(session).cloned().unwrap_or_default();
@@ -343,7 +355,8 @@ pub fn score_cells(
                 let key_t = (session.clone(), cell);
                 if let (Some(a), Some(b)) = (tr.est_dff.get(&key_e), tr.true_dff.get(&key_t)) {
                     tc.push(pearson(a, b));
-                    ceiling.push(noise_ceiling(a));
+                    let sd = noise.get(&key_e).copied().unwrap_or(f64::NAN);
+                    ceiling.push(noise_ceiling(a, sd));
                 }
                 if let (Some(a), Some(b)) = (tr.est_denoised.get(&key_e), tr.true_dff.get(&key_t)) {
                     dc.push(pearson(a, b));
@@ -536,11 +549,12 @@ mod tests {
                 v + 0.5 * z
             })
             .collect();
-        let (ceiling, r) = (noise_ceiling(&trace), pearson(&trace, &signal));
+        let ceiling = noise_ceiling(&trace, noise_sd(&trace));
+        let r = pearson(&trace, &signal);
         // Unit-variance signal, noise s.d. 0.5: √(1 − 0.25/1.25) = 0.894.
         assert!((ceiling - 0.894).abs() < 0.01, "{ceiling}");
         assert!((r - ceiling).abs() < 0.01, "{r} {ceiling}");
-        assert!(noise_ceiling(&[2.0; 10]).is_nan());
+        assert!(noise_ceiling(&[2.0; 10], 0.0).is_nan());
     }
 
     fn s(x: f64, y: f64) -> Shape {

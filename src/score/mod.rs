@@ -325,8 +325,8 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
         .iter()
         .map(|m| (m.session.clone(), (m.offset_x, m.offset_y)))
         .collect();
-    let mut matches = cells::Matches::new();
-    let cells = cells::score_cells(&truth, run, w, &offsets, &mut matches)?;
+    let (mut matches, mut noise) = (cells::Matches::new(), cells::RoiNoise::new());
+    let cells = cells::score_cells(&truth, run, w, &offsets, &mut matches, &mut noise)?;
     if let Some(c) = &cells {
         write_table(out.join("cells.parquet"), &cells_table(c))?;
     }
@@ -341,7 +341,7 @@ pub fn score(truth: &Path, run: &Path) -> Result<Score> {
         write_table(out.join("alignment.parquet"), &track::alignment_table(t))?;
     }
     let analysis = if cells.is_some() {
-        analysis::score_analysis(&truth, run, &matches)?
+        analysis::score_analysis(&truth, run, &matches, &noise)?
     } else {
         None
     };

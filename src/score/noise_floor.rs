@@ -27,7 +27,7 @@
 //! every run and any number of threads. This is Spearman's attenuation by
 //! measurement error (1904) made concrete by simulation.
 
-use super::cells::Matches;
+use super::cells::{Matches, RoiNoise};
 use crate::analysis::{maps, stats};
 use crate::error::{Error, Result};
 use crate::io::table::read_table;
@@ -133,14 +133,7 @@ fn load_truth(truth: &Path) -> Result<Option<TruthMaps>> {
         .zip(s.bools(&sp, "post_ablation")?)
         .map(|(n, &post)| (n.clone(), !post))
         .collect();
-    let m = read_table(&mp)?;
-    let summary: BTreeMap<String, (f64, f64)> = m
-        .strs(&mp, "session")?
-        .iter()
-        .zip(m.f64s(&mp, "diagonal_norm")?)
-        .zip(m.f64s(&mp, "off_diagonal_norm")?)
-        .map(|((n, &d), &o)| (n.clone(), (d, o)))
-        .collect();
+    let summary = super::analysis::normalised_maps(&mp)?;
     let c = read_table(&cp)?;
     let spared: BTreeSet<u32> = c
         .u32s(&cp, "cell")?
@@ -207,12 +200,9 @@ fn first_finite_median<const N: usize>(groups: [Vec<f64>; N]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The run's ΔF/F noise s.d. per (session, ROI) and per (session, tracked cell)
-/// for transferred traces.
-type Sigmas = BTreeMap<(String, u32), f64>;
-
-fn run_sigmas(run: &Path, file: &str, id: &str) -> Result<Sigmas> {
-    let p = run.join(file);
+/// The ΔF/F noise s.d. of each transferred trace, per (session, tracked cell).
+fn transferred_sigmas(run: &Path) -> Result<RoiNoise> {
+    let (p, id) = (run.join("transferred_traces.parquet"), "cell");
     if !p.exists() {
         return Ok(BTreeMap::new());
     }
@@ -261,22 +251,24 @@ fn draw_errors(tm: &TruthMaps, response_sd: &[Vec<f64>], draw: u64) -> Vec<f64> 
 }
 
 /// The noise floor of the run's map score; None when the truth or the run lacks
-/// the tables it needs. `stands_for` maps a tracked cell to the true cell it stands
-/// for (the analysis score's vote).
+/// the tables it needs. `roi_sigma` is every ROI's ΔF/F noise, as the ROI score
+/// measured it ([`super::cells::score_cells`]), so traces.parquet is read once;
+/// `stands_for` maps a tracked cell to the true cell it stands for (the analysis
+/// score's vote).
 pub fn map_noise_floor(
     truth: &Path,
     run: &Path,
     matches: &Matches,
+    roi_sigma: &RoiNoise,
     stands_for: &BTreeMap<u32, u32>,
 ) -> Result<Option<NoiseFloor>> {
-    let Some(tm) = load_truth(truth)? else {
-        return Ok(None);
-    };
-    let roi_sigma = run_sigmas(run, "traces.parquet", "roi")?;
     if roi_sigma.is_empty() {
         return Ok(None);
     }
-    let cell_sigma = run_sigmas(run, "transferred_traces.parquet", "cell")?;
+    let Some(tm) = load_truth(truth)? else {
+        return Ok(None);
+    };
+    let cell_sigma = transferred_sigmas(run)?;
     let (nb, nr) = tm.windows;
     let var_factor = 1.0 / nb as f64 + 1.0 / nr as f64;
     // Per session, per spared true cell: the response noise s.d.
