@@ -1190,6 +1190,15 @@ pub struct AnalysisParams {
     /// A trace enters the analysis only when its ΔF/F noise is at most this many
     /// times the median noise of the session's traces; 0 = no limit.
     pub max_noise_ratio: f64,
+    /// Distance bins of the spatial analysis (SCIENCE.md §5.4), µm: from
+    /// `spatial_min_um` to `spatial_max_um` in steps of `spatial_bin_um`.
+    pub spatial_min_um: f64,
+    pub spatial_max_um: f64,
+    pub spatial_bin_um: f64,
+    /// Without ablation targets (a sham control), the spatial analysis measures
+    /// distances to this many high-category cells (the most responsive in the
+    /// groups' reference session); 0 = none.
+    pub spatial_sites_without_targets: usize,
 }
 
 impl Default for AnalysisParams {
@@ -1206,6 +1215,10 @@ impl Default for AnalysisParams {
             high_sc_threshold: 0.5,
             min_f0_fraction: 0.1,
             max_noise_ratio: 5.0,
+            spatial_min_um: 15.0,
+            spatial_max_um: 350.0,
+            spatial_bin_um: 25.0,
+            spatial_sites_without_targets: 6,
         }
     }
 }
@@ -1246,6 +1259,14 @@ impl AnalysisParams {
             return Err(format!(
                 "width_rank = {}; must be in 1..=34",
                 self.width_rank
+            ));
+        }
+        non_negative("spatial_min_um", self.spatial_min_um)?;
+        positive("spatial_bin_um", self.spatial_bin_um)?;
+        if !(self.spatial_max_um > self.spatial_min_um && self.spatial_max_um.is_finite()) {
+            return Err(format!(
+                "spatial_max_um = {}; must be a finite number above spatial_min_um ({})",
+                self.spatial_max_um, self.spatial_min_um
             ));
         }
         Ok(())

@@ -8,4 +8,5 @@
 pub mod correlations;
 pub mod maps;
 pub mod neurons;
+pub mod spatial;
 pub mod stats;

@@ -2,9 +2,9 @@
 //! single-neuron measures, groups, and the representational maps of every
 //! session ([`crate::analysis`]). Reads cells.parquet and traces.parquet; writes
 //! trials.parquet, tuning.parquet, neurons.parquet, rsm.parquet,
-//! correlations.parquet, map_summary.parquet and map_similarity.parquet, and sets
-//! `initially_silent`
-//! in cells.parquet.
+//! correlations.parquet, correlation_summary.parquet, map_summary.parquet,
+//! map_similarity.parquet and spatial.parquet ([`super::spatial`]), and sets
+//! `initially_silent` and `spatial_site` in cells.parquet.
 
 use super::{RunLayout, SessionSummary};
 use crate::analysis::neurons::{analyse_cell, CellSession, NeuronSettings, Test, TrialDesign};
@@ -434,12 +434,30 @@ pub fn run_analyze(
         layout.table("map_similarity"),
         &maps::map_similarity_table(&rows),
     )?;
+    let spatial = super::spatial::spatial_analysis(
+        &super::spatial::SpatialInput {
+            sessions,
+            designs: &designs,
+            results: &results,
+            targeted: &tracked.targeted,
+            spared: &spared,
+            groups: &groups,
+            reference,
+            before: &before,
+        },
+        &cells_table,
+        &layout.table("cells"),
+        a,
+    )?;
+    write_table(layout.table("spatial"), &spatial.table)?;
+    let mut warnings = warnings;
+    warnings.extend(spatial.note);
     let silent: Vec<Option<bool>> = (0..tracked.rois.len())
         .map(|c| reference.and_then(|r| results[r][c].as_ref().map(|x| !x.responsive)))
         .collect();
     write_table(
         layout.table("cells"),
-        &with_initially_silent(&cells_table, layout, &silent)?,
+        &with_analysis_flags(&cells_table, layout, &silent, &spatial.sites)?,
     )?;
 
     Ok(AnalysisSummary {
@@ -976,25 +994,31 @@ fn map_rows<'a>(
         .collect()
 }
 
-/// cells.parquet with `initially_silent` set per cell.
-fn with_initially_silent(
+/// cells.parquet with `initially_silent` and `spatial_site` set per cell (the
+/// latter appended to a table from a release before it).
+fn with_analysis_flags(
     cells: &Table,
     layout: &RunLayout,
     silent: &[Option<bool>],
+    sites: &[bool],
 ) -> Result<Table> {
     let path = layout.table("cells");
     let ids = cells.u32s(&path, "cell")?;
-    let values: Vec<Option<bool>> = ids
-        .iter()
-        .map(|&c| silent.get(c as usize).copied().flatten())
-        .collect();
+    let per_row = |f: &dyn Fn(usize) -> Option<bool>| -> Vec<Option<bool>> {
+        ids.iter().map(|&c| f(c as usize)).collect()
+    };
+    let silent = per_row(&|c| silent.get(c).copied().flatten());
+    let sites = per_row(&|c| Some(sites.get(c).copied().unwrap_or(false)));
     let mut out = Table::new();
     for (name, col) in cells.columns() {
-        if name == "initially_silent" {
-            out = out.with(name, Column::OptBool(values.clone()));
-        } else {
-            out = out.with(name, col.clone());
-        }
+        out = match name {
+            "initially_silent" => out.with(name, Column::OptBool(silent.clone())),
+            "spatial_site" => out.with(name, Column::OptBool(sites.clone())),
+            _ => out.with(name, col.clone()),
+        };
+    }
+    if cells.column("spatial_site").is_none() {
+        out = out.with("spatial_site", Column::OptBool(sites));
     }
     Ok(out)
 }

@@ -122,8 +122,13 @@ fn part_text(i: usize, exp: &Experiment, params: &Params) -> String {
         2 => {
             let ablation = exp.ablation.as_ref().map(|a| (a.after_day, &a.targets));
             format!(
-                "{:?}{}{:?}{:?}{:?}",
-                params.track, exp.reference, ablation, exp.cell_types, exp.um_per_pixel
+                "{:?}{}{:?}{:?}{:?}{:?}",
+                params.track,
+                exp.reference,
+                ablation,
+                exp.cell_types,
+                exp.um_per_pixel,
+                exp.depth_um
             )
         }
         _ => {

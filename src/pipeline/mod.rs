@@ -23,6 +23,7 @@
 pub mod analyze;
 pub mod cache;
 mod cells;
+mod spatial;
 pub mod track;
 mod transfer;
 
@@ -100,8 +101,8 @@ pub const TRACK_TABLES: [&str; 6] = [
 ];
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
-/// `initially_silent`).
-pub const ANALYSIS_TABLES: [&str; 9] = [
+/// `initially_silent` and `spatial_site`).
+pub const ANALYSIS_TABLES: [&str; 10] = [
     "trials",
     "tuning",
     "neurons",
@@ -110,6 +111,7 @@ pub const ANALYSIS_TABLES: [&str; 9] = [
     "correlation_summary",
     "map_summary",
     "map_similarity",
+    "spatial",
     "cells",
 ];
 

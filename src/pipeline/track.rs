@@ -178,29 +178,41 @@ pub fn run_track(
         progress,
     )?;
     let transferred: HashSet<(usize, usize)> = plan.iter().map(|t| (t.cell, t.session)).collect();
+    let scale = Scale {
+        um_per_pixel: exp.um_per_pixel,
+        depth_um: exp.depth_um,
+    };
     write_tracking(
         layout,
         &sessions,
         &tracking,
-        exp.cell_types.is_some(),
+        (exp.cell_types.is_some(), scale),
         &transferred,
     )?;
     Ok(tracking)
 }
 
+/// The physical scale of reference coordinates, from the manifest
+/// (`um_per_pixel`, `depth_um`); either may be unknown.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Scale {
+    pub um_per_pixel: Option<f64>,
+    pub depth_um: Option<f64>,
+}
+
 /// Write cells.parquet, alignment.parquet, track_pairs.parquet and rois_ref.parquet.
-/// `transferred` holds the (cell, session index) pairs whose trace comes from a
-/// transferred footprint.
+/// `typed`: the experiment has cell types. `transferred` holds the (cell, session
+/// index) pairs whose trace comes from a transferred footprint.
 pub fn write_tracking(
     layout: &RunLayout,
     sessions: &[TrackSession],
     t: &Tracking,
-    typed: bool,
+    (typed, scale): (bool, Scale),
     transferred: &HashSet<(usize, usize)>,
 ) -> Result<()> {
     write_table(
         layout.table("cells"),
-        &cells_table(sessions, t, typed, transferred),
+        &cells_table(sessions, t, (typed, scale), transferred),
     )?;
     write_table(layout.table("alignment"), &alignment_table(sessions, t))?;
     write_table(layout.table("track_pairs"), &pairs_table(sessions, t))?;
@@ -232,9 +244,10 @@ pub fn rois_ref_table(sessions: &[TrackSession], t: &Tracking) -> Table {
 pub fn cells_table(
     sessions: &[TrackSession],
     t: &Tracking,
-    typed: bool,
+    (typed, scale): (bool, Scale),
     transferred: &HashSet<(usize, usize)>,
 ) -> Table {
+    let um = |px: f64| scale.um_per_pixel.map(|u| (px * u) as f32);
     let mut c = CellColumns::default();
     for (id, cell) in t.cells.iter().enumerate() {
         let n_sessions = cell.rois.iter().flatten().count() as u32;
@@ -246,6 +259,8 @@ pub fn cells_table(
             c.transferred.push(transferred.contains(&(id, s)));
             c.x_ref.push(cell.x_ref as f32);
             c.y_ref.push(cell.y_ref as f32);
+            c.x_um.push(um(cell.x_ref));
+            c.y_um.push(um(cell.y_ref));
             c.roi_x_ref.push(cell.ref_xy[s].map(|p| p.0 as f32));
             c.roi_y_ref.push(cell.ref_xy[s].map(|p| p.1 as f32));
             c.n_sessions.push(n_sessions);
@@ -273,6 +288,12 @@ pub fn cells_table(
         .with("transferred", Column::Bool(c.transferred))
         .with("x_ref", Column::F32(c.x_ref))
         .with("y_ref", Column::F32(c.y_ref))
+        .with("x_um", Column::OptF32(c.x_um))
+        .with("y_um", Column::OptF32(c.y_um))
+        .with(
+            "z_um",
+            Column::OptF32(vec![scale.depth_um.map(|d| d as f32); rows]),
+        )
         .with("roi_x_ref", Column::OptF32(c.roi_x_ref))
         .with("roi_y_ref", Column::OptF32(c.roi_y_ref))
         .with("n_sessions", Column::U32(c.n_sessions))
@@ -283,6 +304,7 @@ pub fn cells_table(
         .with("inhibitory", Column::OptBool(c.inhibitory))
         // Set by the analysis stage (SCIENCE.md §3.6); unknown until then.
         .with("initially_silent", Column::OptBool(vec![None; rows]))
+        .with("spatial_site", Column::OptBool(vec![None; rows]))
         .with("match_confidence", Column::OptF32(c.confidence))
 }
 
@@ -295,6 +317,8 @@ struct CellColumns {
     transferred: Vec<bool>,
     x_ref: Vec<f32>,
     y_ref: Vec<f32>,
+    x_um: Vec<Option<f32>>,
+    y_um: Vec<Option<f32>>,
     roi_x_ref: Vec<Option<f32>>,
     roi_y_ref: Vec<Option<f32>>,
     n_sessions: Vec<u32>,
@@ -476,6 +500,12 @@ pub fn track_footprint_files(
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
-    write_tracking(&layout, &sessions, &tracking, false, &HashSet::new())?;
+    write_tracking(
+        &layout,
+        &sessions,
+        &tracking,
+        (false, Scale::default()),
+        &HashSet::new(),
+    )?;
     Ok((sessions, tracking))
 }

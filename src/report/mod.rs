@@ -126,7 +126,7 @@ struct RunTables {
     ledger: Ledger,
 }
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "sessions",
     "transferred_rois",
     "motion",
@@ -140,6 +140,7 @@ const TABLES: [&str; 13] = [
     "map_similarity",
     "correlation_summary",
     "detection",
+    "spatial",
 ];
 
 impl RunTables {
@@ -288,6 +289,7 @@ fn render(t: &RunTables) -> Result<String> {
     let marker = ablation_x(&days, story.ablation_after_day).map(|x| (x, "ablation"));
     responses_section(&mut h, t, &sessions, marker)?;
     maps_section(&mut h, t, &sessions, marker)?;
+    spatial_section(&mut h, t, story.ablation_after_day)?;
     h.push_str("</body></html>\n");
     Ok(h)
 }
@@ -637,6 +639,89 @@ fn tracking_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
 }
 
 /// Mean and standard error of the finite values.
+/// Points (bin centre, mean) and their s.e.m.
+type Profile = (Vec<(f64, f64)>, Vec<f64>);
+
+/// The distance profile of the rows of a spatial table (`spatial.parquet`,
+/// `study_spatial.parquet`) that `keep` selects: (bin centre, mean) and the s.e.m.
+fn distance_profile(t: &Table, path: &Path, keep: impl Fn(usize) -> bool) -> Result<Profile> {
+    let (lo, hi, n, mean, sem) = (
+        t.f64s(path, "distance_min_um")?,
+        t.f64s(path, "distance_max_um")?,
+        t.u32s(path, "n_pairs")?,
+        t.f64s(path, "norm_best_response")?,
+        t.f64s(path, "sem")?,
+    );
+    Ok((0..lo.len())
+        .filter(|&r| keep(r) && n[r] > 0)
+        .map(|r| ((0.5 * (lo[r] + hi[r]), mean[r]), sem[r]))
+        .unzip())
+}
+
+/// The first day after the ablation among `days` (sorted); without an ablation,
+/// the last day.
+fn first_day_after(days: &[i32], after: Option<i32>) -> Option<i32> {
+    match after {
+        Some(a) => days.iter().copied().find(|&d| d > a),
+        None => days.last().copied(),
+    }
+}
+
+/// SCIENCE.md §5.4: groups A and B by distance to the ablated cells, on the first
+/// session after the ablation.
+fn spatial_section(h: &mut String, t: &RunTables, after: Option<i32>) -> Result<()> {
+    let Some((p, sp)) = section(
+        h,
+        t,
+        "spatial",
+        "Spatial extent of the effect (SCIENCE.md §5.4)",
+        "spatial",
+    ) else {
+        return Ok(());
+    };
+    let (day, group) = (sp.i32s(p, "day")?, sp.strs(p, "group")?);
+    let days: Vec<i32> = day
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let Some(d) = first_day_after(&days, after) else {
+        h.push_str(
+            "<p>No distances: the manifest gives no um_per_pixel, or there are no ablated              cells (run's log says which).</p>",
+        );
+        return Ok(());
+    };
+    let mut series = Vec::new();
+    for (k, g) in crate::analysis::spatial::GROUPS.iter().enumerate() {
+        let (points, err) = distance_profile(sp, p, |r| day[r] == d && group[r] == *g)?;
+        series.push(Series {
+            name: format!("group {g}"),
+            color: PALETTE[k],
+            points,
+            err: Some(err),
+            markers: true,
+        });
+    }
+    let title = format!("day {d}: normalised best response by distance to the ablated cells");
+    let svg = line_chart(
+        &LineChart {
+            title: &title,
+            x_label: "distance to an ablated cell (µm)",
+            y_label: "normalised best response",
+            size: (620, 340),
+            marker: None,
+            reference: Some(1.0),
+        },
+        &series,
+    )?;
+    let _ = write!(
+        h,
+        "<p>Every pair of a spared cell and an ablated cell (in a control, one of the most          responsive cells) contributes the spared cell's best response, divided by its          group's mean before the ablation; mean ± s.e.m. across cells per distance bin          (spatial.parquet).</p><div class=\"grid\"><figure>{svg}</figure></div>"
+    );
+    Ok(())
+}
+
 fn mean_sem(v: &[f64]) -> (f64, f64) {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if f.is_empty() {

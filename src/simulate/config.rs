@@ -86,6 +86,12 @@ pub struct SimConfig {
     pub n_cells: usize,
     /// Mean soma radius, px.
     pub cell_radius_px: f64,
+    /// Pixel size, µm, written into the manifest (`um_per_pixel`).
+    #[serde(default = "default_um_per_pixel")]
+    pub um_per_pixel: f64,
+    /// Imaging depth below the pia, µm, written into the manifest (`depth_um`).
+    #[serde(default = "default_depth_um")]
+    pub depth_um: f64,
     /// Frame rate, Hz.
     pub fs: f64,
     /// Imaging days, in order; session ids are `d<day>`.
@@ -163,6 +169,14 @@ pub struct SimConfig {
     pub response_window_s: f64,
 }
 
+fn default_um_per_pixel() -> f64 {
+    1.0
+}
+
+fn default_depth_um() -> f64 {
+    200.0
+}
+
 /// Names accepted by `--preset`.
 pub const PRESETS: &[&str] = &[
     "sample",
@@ -185,6 +199,9 @@ impl SimConfig {
             height: 512,
             n_cells: 400,
             cell_radius_px: 6.0,
+            // Somata 12 µm across; a 512 µm field of view.
+            um_per_pixel: 1.0,
+            depth_um: 200.0,
             fs: 15.0,
             days: vec![1, 3, 5, 7, 9, 11, 15],
             ablation_after_day: 5,
@@ -240,6 +257,7 @@ impl SimConfig {
             height: 64,
             n_cells: 50,
             cell_radius_px: 3.2,
+            um_per_pixel: 2.0,
             fs: 5.0,
             n_tones: 7,
             n_complex: 5,
@@ -273,6 +291,7 @@ impl SimConfig {
             height: 256,
             n_cells: 180,
             cell_radius_px: 5.0,
+            um_per_pixel: 1.2,
             fs: 5.0,
             n_tones: 15,
             n_complex: 3,

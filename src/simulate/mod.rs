@@ -258,12 +258,13 @@ fn write_experiment_files(
         functional_channel: cfg.structural_channel.then_some(0),
         structural_channel: cfg.structural_channel.then_some(1),
         cell_types: Some("cell_types.csv".into()),
+        um_per_pixel: Some(cfg.um_per_pixel),
+        depth_um: Some(cfg.depth_um),
         sessions: session_docs,
         ablation: Some(AblationDoc {
             after_day: cfg.ablation_after_day,
             targets: "ablation_targets.csv".into(),
         }),
-        ..Default::default()
     };
     write_manifest(&dir.join("experiment.toml"), &manifest)?;
     crate::io::atomic::write_bytes(dir.join("README.md"), readme(cfg, seed).as_bytes())

@@ -80,9 +80,16 @@ impl StudyPreset {
         if cohort == Cohort::AblateInhibitory {
             c.n_ablate = (c.n_cells / 50).max(3);
         }
+        // A mouse's FOVs are stacked in L2/3, 40 µm apart (SCIENCE.md §1.3:
+        // "vertically aligned"), so the spatial analysis has 3-D distances.
+        c.depth_um = FIRST_FOV_DEPTH_UM + FOV_SPACING_UM * fov as f64;
         c
     }
 }
+
+/// Depth of a simulated mouse's first FOV, and the spacing of the next ones, µm.
+const FIRST_FOV_DEPTH_UM: f64 = 150.0;
+const FOV_SPACING_UM: f64 = 40.0;
 
 /// What was simulated.
 #[derive(Debug, Clone)]
