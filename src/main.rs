@@ -109,6 +109,10 @@ enum Command {
         /// Seed of the permutation tests.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Distance bins of study_spatial.parquet, µm: MIN,MAX,WIDTH
+        /// (SCIENCE.md §5.4).
+        #[arg(long, default_value = "15,350,25")]
+        distance_bins: String,
     },
     /// Simulate a study: experiments for several mice x FOVs in each of the four
     /// cohorts, study.toml naming them, and the study-level truth
@@ -431,15 +435,45 @@ fn run_cmd(
     Ok(())
 }
 
+/// `--distance-bins MIN,MAX,WIDTH`.
+fn parse_distance_bins(text: &str) -> Result<cortexmap::analysis::spatial::DistanceBins> {
+    let bad = || {
+        Error::usage(format!(
+            "--distance-bins {text}: expected MIN,MAX,WIDTH in µm with 0 ≤ MIN < MAX and \
+             WIDTH > 0, e.g. 15,350,25"
+        ))
+    };
+    let v: Vec<f64> = text
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    match v[..] {
+        [min_um, max_um, width_um]
+            if min_um >= 0.0 && max_um > min_um && max_um.is_finite() && width_um > 0.0 =>
+        {
+            Ok(cortexmap::analysis::spatial::DistanceBins {
+                min_um,
+                max_um,
+                width_um,
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
 fn study_cmd(
     study: &Path,
     out: &Path,
-    permutations: usize,
-    seed: u64,
+    (permutations, seed, distance_bins): (usize, u64, cortexmap::analysis::spatial::DistanceBins),
     progress: &dyn Progress,
 ) -> Result<()> {
     let st = cortexmap::config::load_study(study)?;
-    let opts = cortexmap::study::StudyOptions { permutations, seed };
+    let opts = cortexmap::study::StudyOptions {
+        permutations,
+        seed,
+        distance_bins,
+    };
     let s = cortexmap::study::run_study(&st, out, &opts, progress)?;
     let report = cortexmap::report::write_study_report(out)?;
     let mice: Vec<String> = s.mice.iter().map(|(c, n)| format!("{c} {n}")).collect();
@@ -1107,7 +1141,9 @@ fn main() -> ExitCode {
             out,
             permutations,
             seed,
-        } => study_cmd(study, out, *permutations, *seed, &progress),
+            distance_bins,
+        } => parse_distance_bins(distance_bins)
+            .and_then(|bins| study_cmd(study, out, (*permutations, *seed, bins), &progress)),
         Command::SimulateStudy {
             preset,
             seed,

@@ -34,10 +34,76 @@ fn tiny_study(out: &Path) -> std::path::PathBuf {
     s.study_file
 }
 
+/// With one FOV per mouse, a cohort's row of study_spatial.parquet pools the
+/// same pairs as its runs' spatial.parquet rows: the pair counts add up and the
+/// mean is their pair-weighted mean. Every cohort has sites (controls through the
+/// stand-in high-category cells) and pairs.
+fn check_spatial_pools_the_runs(study: &cortexmap::config::Study, path: &Path) {
+    use std::collections::BTreeMap;
+    let t = cortexmap::io::table::read_table(path).unwrap();
+    let bins = 14;
+    assert_eq!(t.n_rows(), 4 * 3 * 2 * bins, "cohort × day × group × bin");
+    type Key = (String, i32, String, u64);
+    let mut pooled: BTreeMap<Key, (u32, f64)> = BTreeMap::new();
+    for e in &study.experiments {
+        let p = e.run.join("spatial.parquet");
+        let r = cortexmap::io::table::read_table(&p).unwrap();
+        let (day, group, lo, n, mean) = (
+            r.i32s(&p, "day").unwrap(),
+            r.strs(&p, "group").unwrap(),
+            r.f64s(&p, "distance_min_um").unwrap(),
+            r.u32s(&p, "n_pairs").unwrap(),
+            r.f64s(&p, "norm_best_response").unwrap(),
+        );
+        for k in 0..r.n_rows() {
+            let key = (
+                e.cohort.to_string(),
+                day[k],
+                group[k].clone(),
+                lo[k].to_bits(),
+            );
+            let x = pooled.entry(key).or_insert((0, 0.0));
+            x.0 += n[k];
+            if n[k] > 0 {
+                x.1 += n[k] as f64 * mean[k];
+            }
+        }
+    }
+    let (cohort, day, group, lo, n, mean) = (
+        t.strs(path, "cohort").unwrap(),
+        t.i32s(path, "day").unwrap(),
+        t.strs(path, "group").unwrap(),
+        t.f64s(path, "distance_min_um").unwrap(),
+        t.u32s(path, "n_pairs").unwrap(),
+        t.f64s(path, "norm_best_response").unwrap(),
+    );
+    let mut pairs_per_cohort: BTreeMap<String, u32> = BTreeMap::new();
+    for k in 0..t.n_rows() {
+        let (runs_n, runs_sum) =
+            pooled[&(cohort[k].clone(), day[k], group[k].clone(), lo[k].to_bits())];
+        assert_eq!(n[k], runs_n, "row {k}");
+        if n[k] > 0 {
+            let want = runs_sum / runs_n as f64;
+            assert!(
+                (mean[k] - want).abs() < 1e-9,
+                "row {k}: {} vs {want}",
+                mean[k]
+            );
+        }
+        *pairs_per_cohort.entry(cohort[k].clone()).or_default() += n[k];
+    }
+    assert_eq!(pairs_per_cohort.len(), 4);
+    assert!(
+        pairs_per_cohort.values().all(|&n| n > 0),
+        "{pairs_per_cohort:?}"
+    );
+}
+
 fn opts() -> StudyOptions {
     StudyOptions {
         permutations: 2_000,
         seed: 5,
+        ..StudyOptions::default()
     }
 }
 
@@ -103,10 +169,11 @@ fn study_of_a_tiny_simulated_study() {
             assert!(r.p_value >= 1.0 / 2_001.0, "{r:?}");
         }
     }
+    check_spatial_pools_the_runs(&study, &out.join("study_spatial.parquet"));
     // Same input and seed, same bytes.
     let again = dir.path().join("again");
     run_study(&study, &again, &opts(), &NoProgress).unwrap();
-    for t in ["study_map", "study_neurons", "study_stats"] {
+    for t in ["study_map", "study_neurons", "study_stats", "study_spatial"] {
         let a = std::fs::read(out.join(format!("{t}.parquet"))).unwrap();
         let b = std::fs::read(again.join(format!("{t}.parquet"))).unwrap();
         assert!(a == b, "{t} differs between two identical runs");

@@ -3,7 +3,7 @@
 //! mice, with the FDR-corrected significance of each post-ablation day).
 
 use super::charts::{line_chart, LineChart, Series, PALETTE};
-use super::{esc, mean_sem, STYLE};
+use super::{distance_profile, esc, mean_sem, STYLE};
 use crate::error::{Error, Result};
 use crate::io::table::read_table;
 use std::collections::BTreeSet;
@@ -143,8 +143,74 @@ pub fn write_study_report(study_out: &Path) -> Result<PathBuf> {
         }
         h.push_str("</table>");
     }
+    spatial_section(&mut h, study_out, &cohorts, &stats_days(sd, st))?;
     h.push_str("</body></html>\n");
     let path = study_report_path(study_out);
     crate::io::atomic::write_bytes(&path, h.as_bytes())?;
     Ok(path)
+}
+
+/// The post-ablation days: those with a test against baseline.
+fn stats_days(day: &[Option<i32>], test: &[String]) -> Vec<i32> {
+    let set: BTreeSet<i32> = (0..day.len())
+        .filter(|&r| test[r] == "t_vs_baseline")
+        .filter_map(|r| day[r])
+        .collect();
+    set.into_iter().collect()
+}
+
+/// SCIENCE.md §5.4 (ED Fig. 7c): per group, each cohort's normalised best
+/// response by distance to the ablated cells on the first post-ablation day.
+/// Skipped quietly for a study folder from a release without the table.
+fn spatial_section(h: &mut String, out: &Path, cohorts: &[&str], post: &[i32]) -> Result<()> {
+    let p = out.join("study_spatial.parquet");
+    let Some(&d) = post.first().filter(|_| p.exists()) else {
+        return Ok(());
+    };
+    let t = read_table(&p)?;
+    let (cohort, day, group) = (
+        t.strs(&p, "cohort")?,
+        t.i32s(&p, "day")?,
+        t.strs(&p, "group")?,
+    );
+    let _ = write!(
+        h,
+        "<h2 id=\"spatial\">Spatial extent of the effect, day {d}</h2><p>Every pair of a \
+         spared cell and an ablated cell of the same mouse (controls: its most responsive \
+         cells), in 3-D across the mouse's FOVs, contributes the spared cell's best \
+         response divided by its group's baseline mean in that mouse; mean ± s.e.m. \
+         across cells of the cohort (study_spatial.parquet).</p><div class=\"grid\">"
+    );
+    for g in crate::analysis::spatial::GROUPS {
+        let series: Vec<Series> = cohorts
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let (points, err) =
+                    distance_profile(&t, &p, |r| cohort[r] == *c && day[r] == d && group[r] == g)?;
+                Ok(Series {
+                    name: (*c).to_string(),
+                    color: PALETTE[j % PALETTE.len()],
+                    points,
+                    err: Some(err),
+                    markers: true,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let title = format!("group {g}, day {d}");
+        let svg = line_chart(
+            &LineChart {
+                title: &title,
+                x_label: "distance to an ablated cell (µm)",
+                y_label: "normalised best response",
+                size: (560, 340),
+                marker: None,
+                reference: Some(1.0),
+            },
+            &series,
+        )?;
+        let _ = write!(h, "<figure>{svg}</figure>");
+    }
+    h.push_str("</div>");
+    Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! In: a validated `study.toml` ([`crate::config::Study`]) whose experiments have
 //! been run through the analyze stage. Out: `study_map.parquet`,
-//! `study_neurons.parquet` and `study_stats.parquet` (CONTRACT.md, "A study").
+//! `study_neurons.parquet` and `study_stats.parquet` (CONTRACT.md, "A study"), and
+//! `study_spatial.parquet` (SCIENCE.md §5.4; [`spatial`]).
 //!
 //! Method (SCIENCE.md §4.2 and §6.1): each FOV's measures are normalised to its own
 //! baseline (the sessions up to the ablation day), averaged over the FOVs of each
@@ -13,6 +14,7 @@
 //! of mouse labels. The study step reads the run folders' tables; it recomputes
 //! nothing of the runs.
 
+mod spatial;
 pub mod stats;
 
 use crate::analysis::stats::benjamini_hochberg;
@@ -31,13 +33,21 @@ pub struct StudyOptions {
     /// Label shuffles per permutation test (SCIENCE.md: 10,000).
     pub permutations: usize,
     pub seed: u64,
+    /// Distance bins of `study_spatial.parquet`.
+    pub distance_bins: crate::analysis::spatial::DistanceBins,
 }
 
 impl Default for StudyOptions {
     fn default() -> Self {
+        let a = crate::config::AnalysisParams::default();
         StudyOptions {
             permutations: 10_000,
             seed: 1,
+            distance_bins: crate::analysis::spatial::DistanceBins {
+                min_um: a.spatial_min_um,
+                max_um: a.spatial_max_um,
+                width_um: a.spatial_bin_um,
+            },
         }
     }
 }
@@ -741,7 +751,31 @@ pub fn run_study(
         fovs.push(read_fov(i, e, own[i], after, &mut skipped)?);
         progress.advance(1);
     }
+    let study_days: Vec<i32> = fovs
+        .iter()
+        .flat_map(|f| f.days.keys().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut located = Vec::with_capacity(study.experiments.len());
+    let mut unlocated: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (i, e) in study.experiments.iter().enumerate() {
+        match spatial::read_fov_spatial(i, e, &study_days)? {
+            Ok(f) => located.push(f),
+            Err(why) => unlocated.entry(why).or_default().push((i + 1).to_string()),
+        }
+    }
     progress.finish();
+    for (why, which) in &unlocated {
+        notes.push(format!(
+            "study_spatial.parquet leaves out {} of {} experiments ({}): {why}",
+            which.len(),
+            study.experiments.len(),
+            which.join(", ")
+        ));
+    }
+    let spatial_t =
+        spatial::study_spatial(located, &study_days, after, &opts.distance_bins, &mut notes);
     notes.extend(unnormalisable_notes(&skipped, study.experiments.len()));
     let mice = average_mice(&fovs);
     let mut stats = statistics(&mice, opts, &mut notes);
@@ -753,6 +787,7 @@ pub fn run_study(
         out.join("study_map.parquet"),
         out.join("study_neurons.parquet"),
         out.join("study_stats.parquet"),
+        out.join("study_spatial.parquet"),
     ];
     let (map_t, neurons_t, stats_t) = (
         mouse_table(&mice, 0..MAP_MEASURES.len()),
@@ -763,6 +798,7 @@ pub fn run_study(
         (&tables[0], &map_t),
         (&tables[1], &neurons_t),
         (&tables[2], &stats_t),
+        (&tables[3], &spatial_t),
     ])?;
     let days: BTreeSet<i32> = mice.iter().flat_map(|m| m.days.keys().copied()).collect();
     let mut map_means = Vec::new();
