@@ -53,7 +53,15 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     let first = cortexmap(&["run", manifest, "--out", run_s]);
     assert!(!stdout(&first).contains("skipped"), "{}", stdout(&first));
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    for id in ["sessions", "fov", "motion", "tracking", "responses", "maps"] {
+    for id in [
+        "sessions",
+        "fov",
+        "motion",
+        "tracking",
+        "responses",
+        "maps",
+        "spatial",
+    ] {
         assert!(
             html.contains(&format!("id=\"{id}\"")),
             "section {id} missing"
