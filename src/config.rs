@@ -1269,6 +1269,10 @@ impl AnalysisParams {
                 self.spatial_max_um, self.spatial_min_um
             ));
         }
+        // Only the bin count is left to check: at most MAX_BINS.
+        crate::analysis::spatial::DistanceBins::from(self)
+            .check()
+            .map_err(|e| format!("spatial_bin_um = {}: {e}", self.spatial_bin_um))?;
         Ok(())
     }
 }

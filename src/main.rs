@@ -110,9 +110,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Distance bins of study_spatial.parquet, µm: MIN,MAX,WIDTH
-        /// (SCIENCE.md §5.4).
-        #[arg(long, default_value = "15,350,25")]
-        distance_bins: String,
+        /// (SCIENCE.md §5.4; default 15,350,25, the defaults of [analysis]
+        /// spatial_min_um, spatial_max_um and spatial_bin_um).
+        #[arg(long)]
+        distance_bins: Option<String>,
     },
     /// Simulate a study: experiments for several mice x FOVs in each of the four
     /// cohorts, study.toml naming them, and the study-level truth
@@ -437,29 +438,26 @@ fn run_cmd(
 
 /// `--distance-bins MIN,MAX,WIDTH`.
 fn parse_distance_bins(text: &str) -> Result<cortexmap::analysis::spatial::DistanceBins> {
-    let bad = || {
+    let bad = |why: &str| {
         Error::usage(format!(
-            "--distance-bins {text}: expected MIN,MAX,WIDTH in µm with 0 ≤ MIN < MAX and \
-             WIDTH > 0, e.g. 15,350,25"
+            "--distance-bins {text}: {why}; expected MIN,MAX,WIDTH in µm, e.g. 15,350,25"
         ))
     };
     let v: Vec<f64> = text
         .split(',')
         .map(|x| x.trim().parse::<f64>())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| bad())?;
-    match v[..] {
-        [min_um, max_um, width_um]
-            if min_um >= 0.0 && max_um > min_um && max_um.is_finite() && width_um > 0.0 =>
-        {
-            Ok(cortexmap::analysis::spatial::DistanceBins {
-                min_um,
-                max_um,
-                width_um,
-            })
-        }
-        _ => Err(bad()),
-    }
+        .map_err(|_| bad("not three numbers"))?;
+    let [min_um, max_um, width_um] = v[..] else {
+        return Err(bad("not three numbers"));
+    };
+    let bins = cortexmap::analysis::spatial::DistanceBins {
+        min_um,
+        max_um,
+        width_um,
+    };
+    bins.check().map_err(|why| bad(&why))?;
+    Ok(bins)
 }
 
 fn study_cmd(
@@ -1142,7 +1140,9 @@ fn main() -> ExitCode {
             permutations,
             seed,
             distance_bins,
-        } => parse_distance_bins(distance_bins)
+        } => distance_bins
+            .as_deref()
+            .map_or(Ok(Default::default()), parse_distance_bins)
             .and_then(|bins| study_cmd(study, out, (*permutations, *seed, bins), &progress)),
         Command::SimulateStudy {
             preset,

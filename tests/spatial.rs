@@ -15,7 +15,7 @@ use std::path::Path;
 struct Cell {
     position: [f64; 3],
     site: bool,
-    targeted: bool,
+    ablated: bool,
 }
 
 fn cells(path: &Path) -> BTreeMap<u32, Cell> {
@@ -26,9 +26,9 @@ fn cells(path: &Path) -> BTreeMap<u32, Cell> {
         t.opt_f32s(path, "y_um").unwrap(),
         t.opt_f32s(path, "z_um").unwrap(),
     );
-    let (site, targeted) = (
+    let (site, ablated) = (
         t.opt_bools(path, "spatial_site").unwrap(),
-        t.bools(path, "targeted").unwrap(),
+        t.bools(path, "ablated").unwrap(),
     );
     (0..id.len())
         .map(|r| {
@@ -41,7 +41,7 @@ fn cells(path: &Path) -> BTreeMap<u32, Cell> {
                         z[r].unwrap() as f64,
                     ],
                     site: site[r].unwrap(),
-                    targeted: targeted[r],
+                    ablated: ablated[r],
                 },
             )
         })
@@ -126,9 +126,9 @@ fn spatial_table_pairs_spared_cells_with_the_ablated_ones() {
         assert!((a * cfg.um_per_pixel as f32 - b.unwrap()).abs() < 1e-3);
     }
     assert!(cells.values().all(|c| c.position[2] == cfg.depth_um));
-    // The sites are the targets.
+    // The sites are the ablated cells.
     assert!(cells.values().any(|c| c.site));
-    assert!(cells.values().all(|c| c.site == c.targeted));
+    assert!(cells.values().all(|c| c.site == c.ablated));
 
     let np = out.join("neurons.parquet");
     let want = expected(

@@ -13,7 +13,10 @@
 //! neuron's own baseline keeps group B (silent before the ablation, best
 //! amplitude near zero then) finite.
 
+use crate::error::Result;
 use crate::io::table::{Column, Table};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Distance bins `[min, min + width), …`, the last one ending at `max`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,25 +27,141 @@ pub struct DistanceBins {
 }
 
 impl DistanceBins {
-    /// The bins' (start, end) in µm.
-    pub fn edges(&self) -> Vec<(f64, f64)> {
-        let mut out = Vec::new();
-        let mut start = self.min_um;
-        while start < self.max_um {
-            let end = (start + self.width_um).min(self.max_um);
-            out.push((start, end));
-            start = self.min_um + out.len() as f64 * self.width_um;
+    /// The most bins a table may have: far more than any distance profile needs,
+    /// few enough that a mistyped width cannot exhaust memory.
+    pub const MAX_BINS: usize = 10_000;
+
+    /// How many bins; 0 when the range or width is unusable. A span within
+    /// rounding of a whole number of widths has exactly that many (no sliver bin).
+    pub fn len(&self) -> usize {
+        let span = self.max_um - self.min_um;
+        if !(span > 0.0 && self.width_um > 0.0 && span.is_finite()) {
+            return 0;
         }
-        out
+        let q = span / self.width_um;
+        if !(q <= Self::MAX_BINS as f64) {
+            return Self::MAX_BINS + 1;
+        }
+        let whole = q.round();
+        let n = if (q - whole).abs() <= 1e-9 * whole.max(1.0) {
+            whole
+        } else {
+            q.ceil()
+        };
+        (n as usize).max(1)
     }
 
-    /// The bin holding distance `d`, if any.
-    pub fn bin_of(&self, d: f64) -> Option<usize> {
-        if !(d >= self.min_um && d < self.max_um) {
-            return None;
-        }
-        Some(((d - self.min_um) / self.width_um).floor() as usize)
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
+
+    /// Why these bins cannot be used, if they cannot.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let n = self.len();
+        if !(self.min_um >= 0.0) || n == 0 {
+            return Err(format!(
+                "distance bins {}–{} µm by {} µm: need 0 ≤ min < max and a positive width",
+                self.min_um, self.max_um, self.width_um
+            ));
+        }
+        if n > Self::MAX_BINS {
+            return Err(format!(
+                "distance bins {}–{} µm by {} µm: more than {} bins; use a wider bin",
+                self.min_um,
+                self.max_um,
+                self.width_um,
+                Self::MAX_BINS
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bins' (start, end) in µm; the last ends at the maximum exactly.
+    pub fn edges(&self) -> Vec<(f64, f64)> {
+        let n = self.len().min(Self::MAX_BINS);
+        (0..n)
+            .map(|k| {
+                let start = self.min_um + k as f64 * self.width_um;
+                let end = if k + 1 == n {
+                    self.max_um
+                } else {
+                    self.min_um + (k + 1) as f64 * self.width_um
+                };
+                (start, end)
+            })
+            .collect()
+    }
+
+    /// The bin holding distance `d`, if any (for one lookup; [`accumulate`]
+    /// computes the edges once).
+    pub fn bin_of(&self, d: f64) -> Option<usize> {
+        locate(&self.edges(), d)
+    }
+}
+
+/// The bin of `edges` holding `d`: the last one starting at or below it, so a
+/// distance on a printed edge falls in the bin that starts there.
+fn locate(edges: &[(f64, f64)], d: f64) -> Option<usize> {
+    let last = edges.last()?;
+    if !(d >= edges[0].0 && d < last.1) {
+        return None;
+    }
+    Some(edges.partition_point(|e| e.0 <= d) - 1)
+}
+
+impl From<&crate::config::AnalysisParams> for DistanceBins {
+    fn from(a: &crate::config::AnalysisParams) -> Self {
+        DistanceBins {
+            min_um: a.spatial_min_um,
+            max_um: a.spatial_max_um,
+            width_um: a.spatial_bin_um,
+        }
+    }
+}
+
+impl Default for DistanceBins {
+    /// SCIENCE.md §5.4: 15–350 µm in 25 µm steps.
+    fn default() -> Self {
+        Self::from(&crate::config::AnalysisParams::default())
+    }
+}
+
+/// Cells' positions in µm, read from a cells.parquet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Positions {
+    /// By cell number: x, y and z (a missing `z_um` reads as 0).
+    pub by_cell: BTreeMap<u32, [f64; 3]>,
+    /// Every position had a `z_um` (the manifest's `depth_um`).
+    pub depth_known: bool,
+}
+
+/// Each cell's position from `x_um`, `y_um`, `z_um` of a cells.parquet (its
+/// first row with one). None when the table has no such columns (a run made
+/// before them) or no cell has a position (no `um_per_pixel`).
+pub fn cell_positions(cells: &Table, path: &Path) -> Result<Option<Positions>> {
+    if cells.column("x_um").is_none() {
+        return Ok(None);
+    }
+    let (id, x, y, z) = (
+        cells.u32s(path, "cell")?,
+        cells.opt_f32s(path, "x_um")?,
+        cells.opt_f32s(path, "y_um")?,
+        cells.opt_f32s(path, "z_um")?,
+    );
+    let mut out = Positions {
+        by_cell: BTreeMap::new(),
+        depth_known: true,
+    };
+    for r in 0..id.len() {
+        let (Some(x), Some(y)) = (x[r], y[r]) else {
+            continue;
+        };
+        if let std::collections::btree_map::Entry::Vacant(e) = out.by_cell.entry(id[r]) {
+            out.depth_known &= z[r].is_some();
+            e.insert([x as f64, y as f64, z[r].unwrap_or(0.0) as f64]);
+        }
+    }
+    Ok((!out.by_cell.is_empty()).then_some(out))
 }
 
 /// The two groups of SCIENCE.md §3.6 the analysis splits by.
@@ -146,12 +265,13 @@ pub fn accumulate(
     bins: &DistanceBins,
     n_sessions: usize,
 ) -> Contributions {
-    let n_bins = bins.edges().len();
+    let edges = bins.edges();
+    let n_bins = edges.len();
     let mut out = Contributions::new(n_sessions, n_bins);
     for x in neurons {
         let mut per_bin = vec![0usize; n_bins];
         for site in sites {
-            if let Some(b) = bins.bin_of(distance(&x.position, site)) {
+            if let Some(b) = locate(&edges, distance(&x.position, site)) {
                 per_bin[b] += 1;
             }
         }
@@ -288,6 +408,60 @@ mod tests {
         assert_eq!(BINS.bin_of(349.0), Some(13));
         assert_eq!(BINS.bin_of(350.0), None);
         assert_eq!(BINS.bin_of(f64::NAN), None);
+    }
+
+    #[test]
+    fn bins_survive_rounding_and_refuse_absurd_widths() {
+        // 0.1 to 0.7 by 0.2: three bins, though 0.1 + 3·0.2 rounds below 0.7.
+        let b = DistanceBins {
+            min_um: 0.1,
+            max_um: 0.7,
+            width_um: 0.2,
+        };
+        assert_eq!(b.edges().len(), 3);
+        assert_eq!(b.bin_of(0.7 - 1e-15), Some(2));
+        assert!(b.check().is_ok());
+        let exact = DistanceBins {
+            min_um: 0.0,
+            max_um: 100.0,
+            width_um: 25.0,
+        };
+        assert_eq!(
+            exact.edges(),
+            vec![(0.0, 25.0), (25.0, 50.0), (50.0, 75.0), (75.0, 100.0)]
+        );
+        // 0 to 230 by 2.3 is 100 bins, not 100 and a sliver; every printed start
+        // holds the distance equal to it, and the last bin ends at the maximum.
+        let b = DistanceBins {
+            min_um: 0.0,
+            max_um: 230.0,
+            width_um: 2.3,
+        };
+        let e = b.edges();
+        assert_eq!(e.len(), 100);
+        assert_eq!(e[99].1, 230.0);
+        for (k, &(start, _)) in e.iter().enumerate() {
+            assert_eq!(b.bin_of(start), Some(k));
+        }
+        let tiny = DistanceBins {
+            width_um: 1e-9,
+            ..exact
+        };
+        assert!(tiny.check().unwrap_err().contains("more than"));
+        assert!(tiny.edges().len() <= DistanceBins::MAX_BINS);
+        for bad in [
+            (5.0, 5.0, 1.0),
+            (-1.0, 5.0, 1.0),
+            (0.0, 5.0, 0.0),
+            (0.0, f64::INFINITY, 1.0),
+        ] {
+            let b = DistanceBins {
+                min_um: bad.0,
+                max_um: bad.1,
+                width_um: bad.2,
+            };
+            assert!(b.check().is_err(), "{bad:?}");
+        }
     }
 
     fn neuron(x: f64, z: f64, group: usize, values: &[f64]) -> Neuron {

@@ -38,44 +38,13 @@ pub struct SpatialOutput {
     pub note: Option<String>,
 }
 
-pub fn bins(a: &AnalysisParams) -> DistanceBins {
-    DistanceBins {
-        min_um: a.spatial_min_um,
-        max_um: a.spatial_max_um,
-        width_um: a.spatial_bin_um,
-    }
-}
-
-/// Each cell's position in µm from cells.parquet (its first row); None for a cell
-/// without one, and None overall when the table has no µm columns (a run made
-/// before they existed) or no pixel size.
-fn positions(cells: &Table, path: &Path, n: usize) -> Result<Option<Vec<Option<[f64; 3]>>>> {
-    if cells.column("x_um").is_none() {
-        return Ok(None);
-    }
-    let (id, x, y, z) = (
-        cells.u32s(path, "cell")?,
-        cells.opt_f32s(path, "x_um")?,
-        cells.opt_f32s(path, "y_um")?,
-        cells.opt_f32s(path, "z_um")?,
-    );
-    let mut out = vec![None; n];
-    for r in 0..id.len() {
-        let c = id[r] as usize;
-        if c < n && out[c].is_none() {
-            if let (Some(x), Some(y)) = (x[r], y[r]) {
-                // One FOV: a missing depth is the same for every cell.
-                out[c] = Some([x as f64, y as f64, z[r].unwrap_or(0.0) as f64]);
-            }
-        }
-    }
-    Ok(out.iter().any(Option::is_some).then_some(out))
-}
-
-/// The cells distances are measured to.
-fn sites(input: &SpatialInput, k_without_targets: usize) -> Vec<bool> {
+/// The cells distances are measured to: the ablated cells (`ablated` in
+/// cells.parquet: lost, filled or undetected; a target that survived is not a
+/// site); without any target, the `k_without_targets` most responsive cells of
+/// the groups' reference session.
+fn sites(input: &SpatialInput, ablated: &[bool], k_without_targets: usize) -> Vec<bool> {
     if input.targeted.iter().any(|&t| t) {
-        return input.targeted.to_vec();
+        return ablated.to_vec();
     }
     let mut sites = vec![false; input.targeted.len()];
     let Some(r) = input.reference else {
@@ -94,6 +63,21 @@ fn sites(input: &SpatialInput, k_without_targets: usize) -> Vec<bool> {
     sites
 }
 
+/// Each tracked cell's `ablated` flag from cells.parquet.
+fn ablated(cells: &Table, path: &Path, n: usize) -> Result<Vec<bool>> {
+    let mut out = vec![false; n];
+    for (&c, &a) in cells
+        .u32s(path, "cell")?
+        .iter()
+        .zip(cells.bools(path, "ablated")?)
+    {
+        if let Some(x) = out.get_mut(c as usize) {
+            *x |= a;
+        }
+    }
+    Ok(out)
+}
+
 /// spatial.parquet and the sites.
 pub fn spatial_analysis(
     input: &SpatialInput,
@@ -102,13 +86,21 @@ pub fn spatial_analysis(
     params: &AnalysisParams,
 ) -> Result<SpatialOutput> {
     let n = input.targeted.len();
-    let bins = bins(params);
+    let bins = DistanceBins::from(params);
     let rows: Vec<(usize, String, i32)> = (0..input.sessions.len())
         .filter(|&s| input.designs[s].is_some())
         .map(|s| (s, input.sessions[s].id.clone(), input.sessions[s].day))
         .collect();
-    let sites = sites(input, params.spatial_sites_without_targets);
-    let positions = positions(cells, cells_path, n)?;
+    let sites = sites(
+        input,
+        &ablated(cells, cells_path, n)?,
+        params.spatial_sites_without_targets,
+    );
+    let positions = spatial::cell_positions(cells, cells_path)?.map(|p| {
+        (0..n as u32)
+            .map(|c| p.by_cell.get(&c).copied())
+            .collect::<Vec<_>>()
+    });
     let empty = |note: &str, sites: Vec<bool>| SpatialOutput {
         table: spatial::table(
             &spatial::Contributions::new(input.sessions.len(), bins.edges().len()),
@@ -132,8 +124,9 @@ pub fn spatial_analysis(
         .collect();
     if site_positions.is_empty() {
         return Ok(empty(
-            "spatial.parquet is empty: no ablation targets, and no cells to stand in for \
-             them ([analysis] spatial_sites_without_targets)",
+            "spatial.parquet is empty: no ablated cells (targets that all survived), or \
+             no targets and no cells to stand in for them ([analysis] \
+             spatial_sites_without_targets)",
             sites,
         ));
     }

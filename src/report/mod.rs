@@ -638,7 +638,6 @@ fn tracking_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
     Ok(())
 }
 
-/// Mean and standard error of the finite values.
 /// Points (bin centre, mean) and their s.e.m.
 type Profile = (Vec<(f64, f64)>, Vec<f64>);
 
@@ -687,9 +686,12 @@ fn spatial_section(h: &mut String, t: &RunTables, after: Option<i32>) -> Result<
         .into_iter()
         .collect();
     let Some(d) = first_day_after(&days, after) else {
-        h.push_str(
-            "<p>No distances: the manifest gives no um_per_pixel, or there are no ablated              cells (run's log says which).</p>",
-        );
+        h.push_str(if days.is_empty() {
+            "<p>No distances: the manifest gives no um_per_pixel, or there are no ablated \
+             cells (the run's log says which).</p>"
+        } else {
+            "<p>No session after the ablation.</p>"
+        });
         return Ok(());
     };
     let mut series = Vec::new();
@@ -717,11 +719,15 @@ fn spatial_section(h: &mut String, t: &RunTables, after: Option<i32>) -> Result<
     )?;
     let _ = write!(
         h,
-        "<p>Every pair of a spared cell and an ablated cell (in a control, one of the most          responsive cells) contributes the spared cell's best response, divided by its          group's mean before the ablation; mean ± s.e.m. across cells per distance bin          (spatial.parquet).</p><div class=\"grid\"><figure>{svg}</figure></div>"
+        "<p>Every pair of a spared cell and an ablated cell (in a control, one of the most \
+         responsive cells) contributes the spared cell's best response, divided by its \
+         group's mean before the ablation; mean ± s.e.m. across cells per distance bin \
+         (spatial.parquet).</p><div class=\"grid\"><figure>{svg}</figure></div>"
     );
     Ok(())
 }
 
+/// Mean and standard error of the finite values.
 fn mean_sem(v: &[f64]) -> (f64, f64) {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if f.is_empty() {

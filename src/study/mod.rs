@@ -39,15 +39,10 @@ pub struct StudyOptions {
 
 impl Default for StudyOptions {
     fn default() -> Self {
-        let a = crate::config::AnalysisParams::default();
         StudyOptions {
             permutations: 10_000,
             seed: 1,
-            distance_bins: crate::analysis::spatial::DistanceBins {
-                min_um: a.spatial_min_um,
-                max_um: a.spatial_max_um,
-                width_um: a.spatial_bin_um,
-            },
+            distance_bins: Default::default(),
         }
     }
 }

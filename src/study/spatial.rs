@@ -15,7 +15,7 @@ use super::run_table;
 use crate::analysis::spatial::{self, Contributions, DistanceBins, Neuron};
 use crate::config::{Cohort, StudyExperiment};
 use crate::error::Result;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One FOV's neurons (values per study day) and sites.
 pub struct FovSpatial {
@@ -35,43 +35,27 @@ pub fn read_fov_spatial(
     days: &[i32],
 ) -> Result<std::result::Result<FovSpatial, &'static str>> {
     let (cp, c) = run_table(i, e, "cells")?;
-    if c.column("x_um").is_none() || c.column("spatial_site").is_none() {
-        return Ok(Err(
-            "cells.parquet has no positions in µm (runs from an older release; rerun them)",
-        ));
-    }
-    let (id, x, y, z, site) = (
-        c.u32s(&cp, "cell")?,
-        c.opt_f32s(&cp, "x_um")?,
-        c.opt_f32s(&cp, "y_um")?,
-        c.opt_f32s(&cp, "z_um")?,
-        c.opt_bools(&cp, "spatial_site")?,
-    );
-    let mut position: HashMap<u32, [f64; 3]> = HashMap::new();
-    let mut sites = Vec::new();
-    let mut depth_known = true;
-    for r in 0..id.len() {
-        let (Some(x), Some(y)) = (x[r], y[r]) else {
-            continue;
-        };
-        if position.contains_key(&id[r]) {
-            continue;
+    let positions = match spatial::cell_positions(&c, &cp)? {
+        Some(p) if c.column("spatial_site").is_some() => p,
+        None if c.column("x_um").is_some() => {
+            return Ok(Err(
+                "the manifest gives no um_per_pixel, so the cells have no positions in µm",
+            ))
         }
-        depth_known &= z[r].is_some();
-        let p = [x as f64, y as f64, z[r].unwrap_or(0.0) as f64];
-        position.insert(id[r], p);
-        if site[r] == Some(true) {
-            sites.push(p);
+        _ => {
+            return Ok(Err(
+                "cells.parquet has no positions in µm (runs from an older release; rerun them)",
+            ))
         }
-    }
-    if position.is_empty() {
-        return Ok(Err(
-            "the manifest gives no um_per_pixel, so the cells have no positions in µm",
-        ));
-    }
-    let is_site: std::collections::HashSet<u32> = (0..id.len())
+    };
+    let (id, site) = (c.u32s(&cp, "cell")?, c.opt_bools(&cp, "spatial_site")?);
+    let is_site: BTreeSet<u32> = (0..id.len())
         .filter(|&r| site[r] == Some(true))
         .map(|r| id[r])
+        .collect();
+    let sites: Vec<[f64; 3]> = is_site
+        .iter()
+        .filter_map(|c| positions.by_cell.get(c).copied())
         .collect();
     let (np, n) = run_table(i, e, "neurons")?;
     let (cell, day, best, group, spared) = (
@@ -88,7 +72,7 @@ pub fn read_fov_spatial(
         }
         let (Some(g), Some(p), Ok(d)) = (
             spatial::GROUPS.iter().position(|x| *x == group[r]),
-            position.get(&cell[r]),
+            positions.by_cell.get(&cell[r]),
             days.binary_search(&day[r]),
         ) else {
             continue;
@@ -105,7 +89,7 @@ pub fn read_fov_spatial(
         mouse: e.mouse.clone(),
         neurons: neurons.into_values().collect(),
         sites,
-        depth_known,
+        depth_known: positions.depth_known,
     }))
 }
 
