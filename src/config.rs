@@ -212,6 +212,18 @@ pub fn load_experiment(path: &Path) -> Result<Experiment> {
     ManifestCheck::new(path).build(doc)
 }
 
+/// [`load_experiment`] for a run that restarts after its movies were read (`run
+/// --from track` or `--from analyze`): the TIFF files may be gone (raw data
+/// archived elsewhere), so a `tiff` entry that matches nothing gives no files
+/// instead of an error. Everything else is checked as usual.
+pub fn load_experiment_without_movies(path: &Path) -> Result<Experiment> {
+    let text = read_text(path, "experiment.toml")?;
+    let doc: ManifestDoc = parse_toml(path, &text)?;
+    let mut check = ManifestCheck::new(path);
+    check.movies_required = false;
+    check.build(doc)
+}
+
 /// Write a manifest atomically; [`load_experiment`] reads back what this writes.
 pub fn write_manifest(path: &Path, doc: &ManifestDoc) -> Result<()> {
     let text = toml::to_string_pretty(doc).map_err(|e| Error::output(path, e))?;
@@ -223,6 +235,9 @@ pub fn write_manifest(path: &Path, doc: &ManifestDoc) -> Result<()> {
 struct ManifestCheck<'a> {
     manifest: &'a Path,
     dir: PathBuf,
+    /// Every `tiff` entry must match a file (false: see
+    /// [`load_experiment_without_movies`]).
+    movies_required: bool,
 }
 
 /// A session's effective channel layout, after per-session overrides.
@@ -237,6 +252,7 @@ impl<'a> ManifestCheck<'a> {
         ManifestCheck {
             manifest,
             dir: folder_of(manifest),
+            movies_required: true,
         }
     }
 
@@ -416,9 +432,13 @@ impl<'a> ManifestCheck<'a> {
         let mut listed_by: HashMap<PathBuf, &str> = HashMap::new();
         for pattern in patterns {
             let matches = if is_glob(pattern) {
-                self.glob_files(id, pattern)?
+                self.glob_files(id, pattern)
             } else {
-                vec![self.literal_tiff(id, pattern)?]
+                self.literal_tiff(id, pattern).map(|f| vec![f])
+            };
+            let matches = match matches {
+                Err(_) if !self.movies_required => Vec::new(),
+                m => m?,
             };
             for file in matches {
                 if let Some(earlier) = listed_by.insert(file.clone(), pattern) {

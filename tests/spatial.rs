@@ -187,4 +187,40 @@ fn spatial_table_pairs_spared_cells_with_the_ablated_ones() {
     assert_eq!(read_table(&sp).unwrap().n_rows(), 0);
     let t = read_table(&cp).unwrap();
     assert!(t.opt_f32s(&cp, "x_um").unwrap().iter().all(Option::is_none));
+
+    // The analysis reruns without the raw movies (archived elsewhere), to the
+    // same tables.
+    std::fs::write(&s.manifest, &manifest).unwrap();
+    run(&s.manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
+    let before = std::fs::read(&sp).unwrap();
+    for entry in walk(&exp) {
+        if entry.extension().is_some_and(|x| x == "tif") {
+            std::fs::remove_file(entry).unwrap();
+        }
+    }
+    let refused = run(&s.manifest, &out, &Params::default(), None, None, &NoProgress);
+    assert!(refused.is_err(), "a full rerun needs the movies");
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        Some(cortexmap::pipeline::Stage::Analyze),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(std::fs::read(&sp).unwrap() == before);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -27,7 +27,7 @@ mod spatial;
 pub mod track;
 mod transfer;
 
-use crate::config::{load_experiment, Experiment, Params, Session};
+use crate::config::{load_experiment, load_experiment_without_movies, Experiment, Params, Session};
 use crate::error::{Error, Result};
 use crate::io::table::{write_table, Column, Table, TableWriter};
 use crate::io::tiff::{write_image_f32, PixelType};
@@ -304,7 +304,13 @@ pub fn run(
             )));
         }
     }
-    let exp = load_experiment(manifest)?;
+    // A restart after the movies were read does not need them: the raw TIFFs
+    // may have been archived since.
+    let exp = if from.is_some_and(|f| f >= Stage::Track) {
+        load_experiment_without_movies(manifest)?
+    } else {
+        load_experiment(manifest)?
+    };
     let layout = RunLayout {
         root: out.to_path_buf(),
     };
