@@ -460,6 +460,41 @@ fn parse_distance_bins(text: &str) -> Result<cortexmap::analysis::spatial::Dista
     Ok(bins)
 }
 
+/// How the run's cohort × day means of map measure `j` agree with the truth's:
+/// the median and largest relative error and how many are within 10 %.
+fn truth_agreement(
+    truth: &std::collections::BTreeMap<(String, i32), [f64; 3]>,
+    run: &std::collections::BTreeMap<(String, i32), [f64; 3]>,
+    j: usize,
+    name: &str,
+) -> String {
+    let mut errors: Vec<(f64, String)> = truth
+        .iter()
+        .filter_map(|(k, tv)| {
+            let e = (run.get(k)?[j] - tv[j]).abs() / tv[j].abs().max(1e-9);
+            e.is_finite().then(|| (e, format!("{} day {}", k.0, k.1)))
+        })
+        .collect();
+    if errors.is_empty() {
+        return format!("{name}: no finite value");
+    }
+    errors.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = errors.len();
+    let median = if n % 2 == 1 {
+        errors[n / 2].0
+    } else {
+        0.5 * (errors[n / 2 - 1].0 + errors[n / 2].0)
+    };
+    let within = errors.iter().filter(|e| e.0 <= 0.10).count();
+    let worst = &errors[n - 1];
+    format!(
+        "{name}: median {:.1}%, {within} of {n} within 10%, largest {:.1}% at {}",
+        100.0 * median,
+        100.0 * worst.0,
+        worst.1
+    )
+}
+
 fn study_cmd(
     study: &Path,
     out: &Path,
@@ -529,25 +564,16 @@ fn study_cmd(
     if truth.exists() {
         let t = cortexmap::study::cohort_map_means(&truth)?;
         let r = cortexmap::study::cohort_map_means(&s.tables[0])?;
-        let mut worst = (0.0f64, String::new());
-        for (k, tv) in &t {
-            if let Some(rv) = r.get(k) {
-                for j in 0..2 {
-                    let e = (rv[j] - tv[j]).abs() / tv[j].abs().max(1e-9);
-                    if e.is_finite() && e > worst.0 {
-                        worst = (
-                            e,
-                            format!("{} day {} ({})", k.0, k.1, ["diagonal", "off-diagonal"][j]),
-                        );
-                    }
-                }
-            }
-        }
+        let parts: Vec<String> = ["diagonal", "off-diagonal"]
+            .iter()
+            .enumerate()
+            .map(|(j, name)| truth_agreement(&t, &r, j, name))
+            .collect();
         println!(
-            "against the study truth ({}): largest relative error of a cohort's mean normalised map value {:.1}% at {}",
+            "against the study truth ({}), relative errors of the cohort × day means of the \
+             normalised map: {}",
             truth.display(),
-            100.0 * worst.0,
-            worst.1
+            parts.join("; ")
         );
     }
     for t in &s.tables {

@@ -191,14 +191,29 @@ fn spatial_table_pairs_spared_cells_with_the_ablated_ones() {
     // The analysis reruns without the raw movies (archived elsewhere), to the
     // same tables.
     std::fs::write(&s.manifest, &manifest).unwrap();
-    run(&s.manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
+    run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        None,
+        &NoProgress,
+    )
+    .unwrap();
     let before = std::fs::read(&sp).unwrap();
     for entry in walk(&exp) {
         if entry.extension().is_some_and(|x| x == "tif") {
             std::fs::remove_file(entry).unwrap();
         }
     }
-    let refused = run(&s.manifest, &out, &Params::default(), None, None, &NoProgress);
+    let refused = run(
+        &s.manifest,
+        &out,
+        &Params::default(),
+        None,
+        None,
+        &NoProgress,
+    );
     assert!(refused.is_err(), "a full rerun needs the movies");
     run(
         &s.manifest,
