@@ -127,12 +127,31 @@ fn study_of_a_tiny_simulated_study() {
     assert_eq!(map.n_rows(), 8 * 3, "one row per mouse and day");
     let neurons = cortexmap::io::table::read_table(out.join("study_neurons.parquet")).unwrap();
     assert_eq!(neurons.n_rows(), 8 * 3);
-    // Per cohort and measure (12): one t-test (day 7) and one ANOVA; the three
+    // Per cohort and measure (14): one t-test (day 7) and one ANOVA; the three
     // ablation cohorts add one permutation test against control.
     let count = |test: &str| s.stats.iter().filter(|r| r.test == test).count();
-    assert_eq!(count("t_vs_baseline"), 4 * 12);
-    assert_eq!(count("anova_days"), 4 * 12);
-    assert_eq!(count("permutation_vs_control"), 3 * 12);
+    assert_eq!(count("t_vs_baseline"), 4 * 14);
+    assert_eq!(count("anova_days"), 4 * 14);
+    assert_eq!(count("permutation_vs_control"), 3 * 14);
+    // Response stability: the transitions into days 5 (the baseline's only one)
+    // and 7; day 3 has none before it. Every mouse's day-5 ratio is 1.
+    let np0 = out.join("study_neurons.parquet");
+    let (sd, stab) = (
+        neurons.i32s(&np0, "day").unwrap(),
+        neurons.f64s(&np0, "stability").unwrap(),
+    );
+    for r in 0..sd.len() {
+        match sd[r] {
+            3 => assert!(stab[r].is_nan(), "day 3 has no transition into it"),
+            5 => assert!(
+                stab[r].is_nan() || (stab[r] - 1.0).abs() < 1e-9,
+                "{}",
+                stab[r]
+            ),
+            _ => {}
+        }
+    }
+    assert!(stab.iter().any(|v| v.is_finite()), "{stab:?}");
     // Every mouse's ratio measures average 1 over its baseline days (3 and 5), and
     // the tests produced numbers.
     let np = out.join("study_neurons.parquet");

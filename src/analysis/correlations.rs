@@ -56,7 +56,7 @@ pub fn residuals(cell: &CellSession, design: &TrialDesign) -> Vec<f64> {
 }
 
 /// Pearson correlation over the positions where both are finite.
-fn pearson_complete(a: &[f64], b: &[f64]) -> f64 {
+pub fn pearson_complete(a: &[f64], b: &[f64]) -> f64 {
     let (x, y): (Vec<f64>, Vec<f64>) = a
         .iter()
         .zip(b)

@@ -89,6 +89,10 @@ pub struct CellSession {
     pub best: f64,
     pub reliability: f64,
     pub width: f64,
+    /// Split-half tuning reliability (SCIENCE.md §3.8): the Pearson correlation,
+    /// over the stimuli, of the tuning curves of the even and the odd
+    /// repetitions; NaN with fewer than two repetitions or no variance.
+    pub split_half: f64,
 }
 
 /// Mean ΔF/F over `[onset, onset + nr)` minus the mean over `[onset − nb, onset)`.
@@ -256,6 +260,7 @@ pub fn analyse_responses(
         .fold(f64::NAN, f64::max);
     CellSession {
         reliability: reliability(&responses, design),
+        split_half: split_half(&responses, design),
         width: width(&tuning, s.width_rank),
         responsive: responsive_to.iter().any(|&r| r),
         responses,
@@ -297,6 +302,26 @@ fn reliability(responses: &[f64], design: &TrialDesign) -> f64 {
     } else {
         f64::NAN
     }
+}
+
+/// The correlation of the tuning curves of the even (0, 2, …) and the odd
+/// repetitions, over the stimuli with a finite mean in both.
+fn split_half(responses: &[f64], design: &TrialDesign) -> f64 {
+    let n = design.n_stimuli;
+    let mut sums = vec![[(0.0, 0usize); 2]; n];
+    for (t, (&st, &k)) in design.stimulus.iter().zip(&design.repetition).enumerate() {
+        if responses[t].is_finite() {
+            let half = &mut sums[st][k % 2];
+            half.0 += responses[t];
+            half.1 += 1;
+        }
+    }
+    let (even, odd): (Vec<f64>, Vec<f64>) = sums
+        .iter()
+        .filter(|h| h[0].1 > 0 && h[1].1 > 0)
+        .map(|h| (h[0].0 / h[0].1 as f64, h[1].0 / h[1].1 as f64))
+        .unzip();
+    pearson(&even, &odd).unwrap_or(f64::NAN)
 }
 
 /// The normalised response at the (scaled) rank of the sorted tuning curve;
@@ -391,5 +416,35 @@ mod tests {
         let flat = vec![1.0; 34];
         assert!((width(&flat, 15) - 1.0).abs() < 1e-12);
         assert!(width(&[-1.0, -2.0], 15).is_nan());
+    }
+
+    #[test]
+    fn split_half_correlates_the_even_and_odd_repetitions_tuning() {
+        // 3 stimuli × 4 repetitions, presented in blocks: s0 s1 s2 s0 s1 s2 …
+        let stimulus: Vec<usize> = (0..12).map(|t| t % 3).collect();
+        let design = TrialDesign::new((0..12).map(|t| 10 * t + 10).collect(), stimulus, 3);
+        // Even repetitions (0, 2) respond 1, 2, 3; odd ones (1, 3) 2, 4, 6: r = 1.
+        let responses: Vec<f64> = (0..12)
+            .map(|t| {
+                let (st, rep) = (t % 3, t / 3);
+                (st + 1) as f64 * if rep % 2 == 0 { 1.0 } else { 2.0 }
+            })
+            .collect();
+        assert!((split_half(&responses, &design) - 1.0).abs() < 1e-12);
+        // Odd repetitions reversed: r = −1.
+        let reversed: Vec<f64> = (0..12)
+            .map(|t| {
+                let (st, rep) = (t % 3, t / 3);
+                if rep % 2 == 0 {
+                    (st + 1) as f64
+                } else {
+                    (3 - st) as f64
+                }
+            })
+            .collect();
+        assert!((split_half(&reversed, &design) + 1.0).abs() < 1e-12);
+        // One repetition: no halves.
+        let once = TrialDesign::new(vec![10, 20, 30], vec![0, 1, 2], 3);
+        assert!(split_half(&[1.0, 2.0, 3.0], &once).is_nan());
     }
 }

@@ -3,7 +3,8 @@
 //! session ([`crate::analysis`]). Reads cells.parquet and traces.parquet; writes
 //! trials.parquet, tuning.parquet, neurons.parquet, rsm.parquet,
 //! correlations.parquet, correlation_summary.parquet, map_summary.parquet,
-//! map_similarity.parquet and spatial.parquet ([`super::spatial`]), and sets
+//! map_similarity.parquet, stability.parquet and drift.parquet
+//! ([`super::stability`]) and spatial.parquet ([`super::spatial`]), and sets
 //! `initially_silent` and `spatial_site` in cells.parquet.
 
 use super::{RunLayout, SessionSummary};
@@ -391,11 +392,28 @@ pub fn run_analyze(
         layout.table("tuning"),
         &tuning_table(sessions, &labels, &results),
     )?;
+    let corr_ref = super::stability::tuning_corr_ref(&results, reference);
     write_table(
         layout.table("neurons"),
-        &neurons_table(sessions, &tracked, &results, &groups, &spared),
+        &neurons_table(sessions, &tracked, &results, (&groups, &spared), &corr_ref),
     )?;
     let before = pre_ablation(exp, sessions);
+    write_table(
+        layout.table("stability"),
+        &super::stability::stability_table(sessions, &designs, &results, &spared),
+    )?;
+    write_table(
+        layout.table("drift"),
+        &super::stability::drift_table(&super::stability::DriftInput {
+            sessions,
+            designs: &designs,
+            results: &results,
+            spared: &spared,
+            reference,
+            before: &before,
+            corr: &corr_ref,
+        }),
+    )?;
     let rows = map_rows(sessions, &session_maps, &before);
     write_table(layout.table("rsm"), &maps::rsm_table(&rows, &labels))?;
     let pairs = write_correlations(layout, sessions, &designs, &results)?;
@@ -921,8 +939,8 @@ fn neurons_table(
     sessions: &[SessionSummary],
     tracked: &Tracked,
     results: &[Vec<Option<CellSession>>],
-    groups: &[String],
-    spared: &[bool],
+    (groups, spared): (&[String], &[bool]),
+    corr_ref: &[Vec<f64>],
 ) -> Table {
     let mut t = NeuronColumns::default();
     for (s, res) in results.iter().enumerate() {
@@ -939,6 +957,8 @@ fn neurons_table(
             t.best.push(r.best);
             t.reliability.push(r.reliability);
             t.width.push(r.width);
+            t.split_half.push(r.split_half);
+            t.corr_ref.push(corr_ref[s][c]);
             t.group.push(groups[c].clone());
             t.spared.push(spared[c]);
         }
@@ -953,6 +973,8 @@ fn neurons_table(
         .with("best_response", Column::F64(t.best))
         .with("reliability", Column::F64(t.reliability))
         .with("tuning_width", Column::F64(t.width))
+        .with("split_half", Column::F64(t.split_half))
+        .with("tuning_corr_ref", Column::F64(t.corr_ref))
         .with("group", Column::Str(t.group))
         .with("spared", Column::Bool(t.spared))
 }
@@ -968,6 +990,8 @@ struct NeuronColumns {
     best: Vec<f64>,
     reliability: Vec<f64>,
     width: Vec<f64>,
+    split_half: Vec<f64>,
+    corr_ref: Vec<f64>,
     group: Vec<String>,
     spared: Vec<bool>,
 }

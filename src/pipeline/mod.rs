@@ -24,6 +24,7 @@ pub mod analyze;
 pub mod cache;
 mod cells;
 mod spatial;
+mod stability;
 pub mod track;
 mod transfer;
 
@@ -102,7 +103,7 @@ pub const TRACK_TABLES: [&str; 6] = [
 
 /// The tables the analyze stage writes (cells.parquet is rewritten with
 /// `initially_silent` and `spatial_site`).
-pub const ANALYSIS_TABLES: [&str; 10] = [
+pub const ANALYSIS_TABLES: [&str; 12] = [
     "trials",
     "tuning",
     "neurons",
@@ -111,6 +112,8 @@ pub const ANALYSIS_TABLES: [&str; 10] = [
     "correlation_summary",
     "map_summary",
     "map_similarity",
+    "stability",
+    "drift",
     "spatial",
     "cells",
 ];

@@ -126,7 +126,7 @@ struct RunTables {
     ledger: Ledger,
 }
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 16] = [
     "sessions",
     "transferred_rois",
     "motion",
@@ -141,6 +141,8 @@ const TABLES: [&str; 14] = [
     "correlation_summary",
     "detection",
     "spatial",
+    "stability",
+    "drift",
 ];
 
 impl RunTables {
@@ -825,8 +827,74 @@ fn responses_section(
     )?;
     let _ = write!(
         h,
-        "<div class=\"grid\"><figure>{frac_svg}</figure><figure>{group_svg}</figure></div>"
+        "<div class=\"grid\"><figure>{frac_svg}</figure><figure>{group_svg}</figure>"
     );
+    turnover_charts(h, t, marker)?;
+    h.push_str("</div>");
+    Ok(())
+}
+
+/// SCIENCE.md §3.7–3.8: response stability between consecutive sessions (plotted
+/// at the later day) and the tuning correlation with the reference session.
+fn turnover_charts(h: &mut String, t: &RunTables, marker: Option<(f64, &str)>) -> Result<()> {
+    if let Some((p, st)) = t.get("stability") {
+        let (day, stab, union) = (
+            st.i32s(p, "day_b")?,
+            st.f64s(p, "stability")?,
+            st.f64s(p, "stability_union")?,
+        );
+        let points = |v: &[f64]| -> Vec<(f64, f64)> {
+            day.iter().zip(v).map(|(&d, &x)| (d as f64, x)).collect()
+        };
+        let svg = line_chart(
+            &LineChart {
+                title: "response stability from the session before (spared cells)",
+                x_label: "day",
+                y_label: "fraction",
+                size: (520, 300),
+                marker,
+                reference: None,
+            },
+            &[
+                Series {
+                    name: "|R₁ ∩ R₂| / |R₁|".into(),
+                    color: PALETTE[0],
+                    points: points(stab),
+                    err: None,
+                    markers: true,
+                },
+                Series {
+                    name: "|R₁ ∩ R₂| / |R₁ ∪ R₂|".into(),
+                    color: PALETTE[1],
+                    points: points(union),
+                    err: None,
+                    markers: true,
+                },
+            ],
+        )?;
+        let _ = write!(h, "<figure>{svg}</figure>");
+    }
+    if let Some((p, dr)) = t.get("drift") {
+        let (day, corr) = (dr.i32s(p, "day")?, dr.f64s(p, "tuning_corr")?);
+        let svg = line_chart(
+            &LineChart {
+                title: "tuning correlation with the reference session (its responsive cells)",
+                x_label: "day",
+                y_label: "Pearson r",
+                size: (520, 300),
+                marker,
+                reference: None,
+            },
+            &[Series {
+                name: "mean r".into(),
+                color: PALETTE[2],
+                points: day.iter().zip(corr).map(|(&d, &x)| (d as f64, x)).collect(),
+                err: None,
+                markers: true,
+            }],
+        )?;
+        let _ = write!(h, "<figure>{svg}</figure>");
+    }
     Ok(())
 }
 

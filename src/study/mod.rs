@@ -51,9 +51,10 @@ impl Default for StudyOptions {
 pub const MAP_MEASURES: [&str; 3] = ["diagonal", "off_diagonal", "trial_avg_off_diagonal"];
 
 /// The measures of `study_neurons.parquet`, over each FOV's spared cells. The first
-/// four and `ei_ratio` are ratios to the FOV's baseline mean, the others
-/// differences from it.
-pub const NEURON_MEASURES: [&str; 9] = [
+/// four, `ei_ratio` and `stability` are ratios to the FOV's baseline mean;
+/// `tuning_corr_day` is the run's own baseline-normalised value
+/// (`drift.parquet`); the others are differences from the baseline mean.
+pub const NEURON_MEASURES: [&str; 11] = [
     "reliability",
     "fraction_responsive",
     "best_response_a",
@@ -63,6 +64,8 @@ pub const NEURON_MEASURES: [&str; 9] = [
     "high_sc_change_ab",
     "high_sc_change_bb",
     "ei_ratio",
+    "stability",
+    "tuning_corr_day",
 ];
 
 const N_MEASURES: usize = MAP_MEASURES.len() + NEURON_MEASURES.len();
@@ -317,12 +320,53 @@ fn check_one_session_per_day(
     Ok(())
 }
 
+/// From `stability.parquet` and `drift.parquet` (SCIENCE.md §3.7, §3.8): the
+/// response stability of the transition into each day, as a ratio to its mean
+/// over the baseline days (the transitions within the baseline), and the run's
+/// baseline-normalised tuning correlation of each day's responsive cells. A run
+/// from a release without these tables leaves them NaN (`missing` lists it).
+fn read_turnover(
+    i: usize,
+    e: &StudyExperiment,
+    days: &mut BTreeMap<i32, Measures>,
+    is_baseline: impl Fn(i32) -> bool,
+    skipped: &mut Unnormalisable,
+    missing: &mut BTreeSet<usize>,
+) -> Result<()> {
+    let o = MAP_MEASURES.len();
+    if !(e.run.join("stability.parquet").exists() && e.run.join("drift.parquet").exists()) {
+        missing.insert(i);
+        return Ok(());
+    }
+    let (sp, st) = run_table(i, e, "stability")?;
+    let (into, stability) = (st.i32s(&sp, "day_b")?, st.f64s(&sp, "stability")?);
+    let base = mean(
+        (0..into.len())
+            .filter(|&r| is_baseline(into[r]))
+            .map(|r| stability[r]),
+    );
+    for r in 0..into.len() {
+        let row = days.entry(into[r]).or_insert([f64::NAN; N_MEASURES]);
+        row[o + 9] = ratio(stability[r], base, "stability", i, skipped);
+    }
+    let (dp, dr) = run_table(i, e, "drift")?;
+    let (day, corr) = (
+        dr.i32s(&dp, "day")?,
+        dr.f64s(&dp, "tuning_corr_norm_day_baseline")?,
+    );
+    for r in 0..day.len() {
+        let row = days.entry(day[r]).or_insert([f64::NAN; N_MEASURES]);
+        row[o + 10] = corr[r];
+    }
+    Ok(())
+}
+
 fn read_fov(
     i: usize,
     e: &StudyExperiment,
     own_after: Option<i32>,
     after: i32,
-    skipped: &mut Unnormalisable,
+    (skipped, missing): (&mut Unnormalisable, &mut BTreeSet<usize>),
 ) -> Result<Fov> {
     let is_baseline = |d: i32| d <= after;
     let mut days: BTreeMap<i32, Measures> = BTreeMap::new();
@@ -397,6 +441,7 @@ fn read_fov(
         row[o + 4] = v[4] - base[4];
         row[o + 8] = ratio(v[5], base[5], "ei_ratio", i, skipped);
     }
+    read_turnover(i, e, &mut days, is_baseline, skipped, missing)?;
     let (cp, c) = run_table(i, e, "correlation_summary")?;
     let (cd, set, change) = (
         c.i32s(&cp, "day")?,
@@ -742,9 +787,26 @@ pub fn run_study(
     progress.start("study", study.experiments.len() as u64);
     let mut fovs = Vec::with_capacity(study.experiments.len());
     let mut skipped = Unnormalisable::new();
+    let mut no_turnover = BTreeSet::new();
     for (i, e) in study.experiments.iter().enumerate() {
-        fovs.push(read_fov(i, e, own[i], after, &mut skipped)?);
+        fovs.push(read_fov(
+            i,
+            e,
+            own[i],
+            after,
+            (&mut skipped, &mut no_turnover),
+        )?);
         progress.advance(1);
+    }
+    if !no_turnover.is_empty() {
+        let list: Vec<String> = no_turnover.iter().map(|i| (i + 1).to_string()).collect();
+        notes.push(format!(
+            "stability and tuning_corr_day are NaN for {} of {} experiments ({}): their runs \
+             have no stability.parquet or drift.parquet (an older release); rerun them",
+            list.len(),
+            study.experiments.len(),
+            list.join(", ")
+        ));
     }
     let study_days: Vec<i32> = fovs
         .iter()

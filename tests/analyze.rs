@@ -1,6 +1,7 @@
-//! The analyze stage's spatial analysis (SCIENCE.md §5.4) on a tiny simulated
-//! experiment: positions in µm, sites, and every bin's pairs and mean recomputed
-//! here by brute force from cells.parquet and neurons.parquet.
+//! The analyze stage's later analyses on a tiny simulated experiment, recomputed
+//! here by brute force from cells.parquet and neurons.parquet: the spatial
+//! analysis (SCIENCE.md §5.4: positions in µm, sites, every bin's pairs and mean),
+//! response stability and tuning drift (§3.7, §3.8).
 
 mod common;
 
@@ -98,7 +99,7 @@ fn expected(neurons: &Table, np: &Path, cells: &BTreeMap<u32, Cell>, after_day: 
 }
 
 #[test]
-fn spatial_table_pairs_spared_cells_with_the_ablated_ones() {
+fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
     let dir = tempfile::tempdir().unwrap();
     let exp = dir.path().join("exp");
     let cfg = common::tiny_config();
@@ -160,6 +161,8 @@ fn spatial_table_pairs_spared_cells_with_the_ablated_ones() {
             assert!(mean[r].is_nan());
         }
     }
+
+    check_turnover(&out);
 
     // Without a pixel size there are no distances: an empty table, and a note.
     let manifest = std::fs::read_to_string(&s.manifest).unwrap();
@@ -238,4 +241,79 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// stability.parquet and drift.parquet against neurons.parquet.
+fn check_turnover(out: &Path) {
+    let np = out.join("neurons.parquet");
+    let n = read_table(&np).unwrap();
+    let (cell, session, responsive, spared) = (
+        n.u32s(&np, "cell").unwrap(),
+        n.strs(&np, "session").unwrap(),
+        n.bools(&np, "responsive").unwrap(),
+        n.bools(&np, "spared").unwrap(),
+    );
+    let (corr, half) = (
+        n.f64s(&np, "tuning_corr_ref").unwrap(),
+        n.f64s(&np, "split_half").unwrap(),
+    );
+    let responsive_in = |s: &str| -> BTreeMap<u32, bool> {
+        (0..cell.len())
+            .filter(|&r| spared[r] && session[r] == s)
+            .map(|r| (cell[r], responsive[r]))
+            .collect()
+    };
+    let sp = out.join("stability.parquet");
+    let st = read_table(&sp).unwrap();
+    let (a, b, n_both, stab) = (
+        st.strs(&sp, "session_a").unwrap(),
+        st.strs(&sp, "session_b").unwrap(),
+        st.u32s(&sp, "n_both").unwrap(),
+        st.f64s(&sp, "stability").unwrap(),
+    );
+    assert_eq!(st.n_rows(), 2, "consecutive pairs of three sessions");
+    for r in 0..st.n_rows() {
+        let (ra, rb) = (responsive_in(&a[r]), responsive_in(&b[r]));
+        let n_a = ra.values().filter(|&&x| x).count();
+        let both = ra.iter().filter(|(c, &x)| x && rb[c]).count();
+        assert_eq!(n_both[r] as usize, both);
+        if n_a > 0 {
+            assert!((stab[r] - both as f64 / n_a as f64).abs() < 1e-12);
+        }
+    }
+    // Drift: the reference session is the last before the ablation (d5); its
+    // correlation with itself is 1, and the table's mean over the
+    // reference-responsive cells matches neurons.parquet.
+    let reference = responsive_in("d5");
+    let dp = out.join("drift.parquet");
+    let d = read_table(&dp).unwrap();
+    let (ds, dn, dc) = (
+        d.strs(&dp, "session").unwrap(),
+        d.u32s(&dp, "n_cells").unwrap(),
+        d.f64s(&dp, "tuning_corr").unwrap(),
+    );
+    let half_ref: BTreeMap<u32, f64> = (0..cell.len())
+        .filter(|&r| session[r] == "d5")
+        .map(|r| (cell[r], half[r]))
+        .collect();
+    for k in 0..d.n_rows() {
+        let v: Vec<f64> = (0..cell.len())
+            .filter(|&r| session[r] == ds[k] && reference.get(&cell[r]) == Some(&true))
+            .filter(|&r| corr[r].is_finite() && half_ref[&cell[r]].is_finite())
+            .map(|r| corr[r])
+            .collect();
+        assert_eq!(dn[k] as usize, v.len(), "{}", ds[k]);
+        if !v.is_empty() {
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            assert!(
+                (dc[k] - mean).abs() < 1e-9,
+                "{}: {} vs {mean}",
+                ds[k],
+                dc[k]
+            );
+            if ds[k] == "d5" {
+                assert!((mean - 1.0).abs() < 1e-9);
+            }
+        }
+    }
 }
