@@ -188,8 +188,13 @@ pub fn drift_table(input: &DriftInput) -> Table {
             t.norm.push(norm);
             t.n_day.push(day.0 as u32);
             t.norm_day.push(day.2);
-            t.norm_day_base
-                .push(if base > 0.0 { day.2 / base } else { f64::NAN });
+            // On the reference session itself the value is 1 / split-half by
+            // construction, not a measurement of drift.
+            t.norm_day_base.push(if base > 0.0 && s != r {
+                day.2 / base
+            } else {
+                f64::NAN
+            });
         }
     }
     Table::new()
@@ -332,8 +337,10 @@ mod tests {
         // day 7 cells 0 and 2 (r = 1, split-half 0.5 and 0.9: 1 / 0.7).
         let day = t.f64s(p, "tuning_corr_norm_day").unwrap();
         assert!((day[0] - 1.0 / 0.9).abs() < 1e-12 && (day[2] - 1.0 / 0.7).abs() < 1e-12);
-        // The baseline is day 3 alone (day 5, the reference, is left out).
+        // The baseline is day 3 alone (day 5, the reference, is left out, and
+        // has no normalised value).
         let base = t.f64s(p, "tuning_corr_norm_day_baseline").unwrap();
         assert!((base[0] - 1.0).abs() < 1e-12 && (base[2] - 0.9 / 0.7).abs() < 1e-12);
+        assert!(base[1].is_nan());
     }
 }
