@@ -147,6 +147,13 @@ fn bad_inputs_fail_cleanly_naming_the_file() {
     assert!(err.contains("too small"), "{err}");
     let (code, _) = run_err(&["simulate", "--preset", "nope", "--out", run_s]);
     assert_eq!(code, 1);
+
+    // Distance bins that would need millions of bins, or make no range.
+    for bins in ["0,100,1e-9", "50,10,5", "a,b,c", "0,100"] {
+        let (code, err) = run_err(&["study", "s.toml", "--out", run_s, "--distance-bins", bins]);
+        assert_eq!(code, 1, "{bins}");
+        assert!(err.contains("--distance-bins"), "{bins}: {err}");
+    }
 }
 
 /// A reader that closes our stdout early (`| head -1`) ends the command quietly
