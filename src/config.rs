@@ -432,13 +432,9 @@ impl<'a> ManifestCheck<'a> {
         let mut listed_by: HashMap<PathBuf, &str> = HashMap::new();
         for pattern in patterns {
             let matches = if is_glob(pattern) {
-                self.glob_files(id, pattern)
+                self.glob_files(id, pattern)?
             } else {
-                self.literal_tiff(id, pattern).map(|f| vec![f])
-            };
-            let matches = match matches {
-                Err(_) if !self.movies_required => Vec::new(),
-                m => m?,
+                self.literal_tiff(id, pattern)?.into_iter().collect()
             };
             for file in matches {
                 if let Some(earlier) = listed_by.insert(file.clone(), pattern) {
@@ -483,7 +479,7 @@ impl<'a> ManifestCheck<'a> {
                 files.push(path);
             }
         }
-        if files.is_empty() {
+        if files.is_empty() && self.movies_required {
             return Err(self.err(format!(
                 "session '{id}': tiff pattern '{pattern}' matches no file"
             )));
@@ -508,15 +504,20 @@ impl<'a> ManifestCheck<'a> {
     }
 
     /// A tiff entry without wildcards: the file must exist.
-    fn literal_tiff(&self, id: &str, rel: &str) -> Result<PathBuf> {
+    /// A `tiff` entry that names one file; None when it is missing and movies
+    /// are not required.
+    fn literal_tiff(&self, id: &str, rel: &str) -> Result<Option<PathBuf>> {
         let path = self.resolve(rel);
         if !path.exists() {
+            if !self.movies_required {
+                return Ok(None);
+            }
             return Err(self.err(format!("session '{id}': tiff file '{rel}' does not exist")));
         }
         if !path.is_file() {
             return Err(self.err(format!("session '{id}': tiff entry '{rel}' is not a file")));
         }
-        Ok(path)
+        Ok(Some(path))
     }
 
     /// A file named by a manifest key; `key` says where in the manifest, as in
@@ -2107,6 +2108,25 @@ tiff = ["d2/a.tif"]
         fx.touch("d5/._a.tif");
         let msg = fx.manifest_error(&edit(BASE, "d2/*.tif", "d5/*.tif"));
         assert_eq!(msg, "session 'd2': tiff pattern 'd5/*.tif' matches no file");
+    }
+
+    #[test]
+    fn a_restart_without_movies_accepts_missing_tiffs_but_not_bad_entries() {
+        let fx = Fixture::standard();
+        // Missing files, by glob or by name: accepted without movies.
+        for missing in ["d4/*.tif", "d2/gone.tif"] {
+            let path = fx.manifest(&edit(BASE, "d2/*.tif", missing));
+            assert!(load_experiment(&path).is_err());
+            let exp = load_experiment_without_movies(&path).unwrap();
+            assert!(exp.session("d2").unwrap().files.is_empty());
+            assert_eq!(exp.session("d1").unwrap().files.len(), 2);
+        }
+        // A folder named as a file, or a broken pattern, is still an error.
+        let path = fx.manifest(&edit(BASE, "d2/*.tif", "d2"));
+        let msg = input_msg(load_experiment_without_movies(&path).unwrap_err(), &path);
+        assert!(msg.contains("is not a file"), "{msg}");
+        let path = fx.manifest(&edit(BASE, "d2/*.tif", "d2/[.tif"));
+        assert!(load_experiment_without_movies(&path).is_err());
     }
 
     #[test]

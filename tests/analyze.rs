@@ -98,6 +98,11 @@ fn expected(neurons: &Table, np: &Path, cells: &BTreeMap<u32, Cell>, after_day: 
     out
 }
 
+/// Every stage with the default parameters.
+fn run_all(manifest: &Path, out: &Path) -> cortexmap::pipeline::RunSummary {
+    run(manifest, out, &Params::default(), None, None, &NoProgress).unwrap()
+}
+
 #[test]
 fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,15 +110,7 @@ fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
     let cfg = common::tiny_config();
     let s = simulate(&cfg, 11, &exp, false, &NoProgress).unwrap();
     let out = dir.path().join("run");
-    run(
-        &s.manifest,
-        &out,
-        &Params::default(),
-        None,
-        None,
-        &NoProgress,
-    )
-    .unwrap();
+    run_all(&s.manifest, &out);
 
     let cp = out.join("cells.parquet");
     let cells = cells(&cp);
@@ -173,15 +170,7 @@ fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
         .collect();
     assert_ne!(without, manifest);
     std::fs::write(&s.manifest, without).unwrap();
-    let summary = run(
-        &s.manifest,
-        &out,
-        &Params::default(),
-        None,
-        None,
-        &NoProgress,
-    )
-    .unwrap();
+    let summary = run_all(&s.manifest, &out);
     let notes = summary.analysis.expect("analyze ran").warnings;
     assert!(
         notes.iter().any(|n| n.contains("um_per_pixel")),
@@ -194,16 +183,15 @@ fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
     // The analysis reruns without the raw movies (archived elsewhere), to the
     // same tables.
     std::fs::write(&s.manifest, &manifest).unwrap();
-    run(
-        &s.manifest,
-        &out,
-        &Params::default(),
-        None,
-        None,
-        &NoProgress,
-    )
-    .unwrap();
-    let before = std::fs::read(&sp).unwrap();
+    run_all(&s.manifest, &out);
+    let analysis_tables = ["neurons", "stability", "drift", "spatial", "map_summary"];
+    let tables = |out: &Path| -> Vec<Vec<u8>> {
+        analysis_tables
+            .iter()
+            .map(|t| std::fs::read(out.join(format!("{t}.parquet"))).unwrap())
+            .collect()
+    };
+    let before = tables(&out);
     for entry in walk(&exp) {
         if entry.extension().is_some_and(|x| x == "tif") {
             std::fs::remove_file(entry).unwrap();
@@ -227,7 +215,10 @@ fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
         &NoProgress,
     )
     .unwrap();
-    assert!(std::fs::read(&sp).unwrap() == before);
+    assert!(
+        tables(&out) == before,
+        "the analysis changed without the movies"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -12,7 +12,8 @@
 //! by its split-half reliability on the reference day. With 4–5 repetitions
 //! split-half correlations near zero are common and make single ratios explode,
 //! so the mean correlation is divided by the same cells' mean split-half
-//! reliability instead (a ratio of means).
+//! reliability instead (a ratio of means), stepped up by Spearman–Brown to the
+//! reliability of a whole session's curve, which is what the correlation compares.
 
 use super::SessionSummary;
 use crate::analysis::correlations::pearson_complete;
@@ -122,8 +123,16 @@ pub struct DriftInput<'a> {
     pub corr: &'a [Vec<f64>],
 }
 
-/// Mean correlation and mean split-half reliability (reference session) of
-/// `cells` with a finite correlation in session `s` and a finite split-half.
+/// Spearman–Brown: the reliability of a whole-session tuning curve from the
+/// correlation `r` of its two halves (SCIENCE.md §3.3).
+fn spearman_brown(r: f64) -> f64 {
+    2.0 * r / (1.0 + r)
+}
+
+/// Over `cells` with a finite correlation in session `s` and a finite split-half
+/// in the reference session `r`: their number, their mean correlation, and that
+/// divided by the whole-curve reliability of their mean split-half
+/// (Spearman–Brown; NaN when it is not positive).
 fn corr_over(input: &DriftInput, r: usize, s: usize, cells: &[usize]) -> (usize, f64, f64) {
     let (mut n, mut sum_c, mut sum_h) = (0usize, 0.0, 0.0);
     for &c in cells {
@@ -140,7 +149,7 @@ fn corr_over(input: &DriftInput, r: usize, s: usize, cells: &[usize]) -> (usize,
     if n == 0 {
         return (0, f64::NAN, f64::NAN);
     }
-    let (c, h) = (sum_c / n as f64, sum_h / n as f64);
+    let (c, h) = (sum_c / n as f64, spearman_brown(sum_h / n as f64));
     (n, c, if h > 0.0 { c / h } else { f64::NAN })
 }
 
@@ -183,6 +192,7 @@ pub fn drift_table(input: &DriftInput) -> Table {
             let (n, corr, norm) = corr_over(input, r, s, &ref_set);
             t.session.push(input.sessions[s].id.clone());
             t.day.push(input.sessions[s].day);
+            t.reference.push(s == r);
             t.n_cells.push(n as u32);
             t.corr.push(corr);
             t.norm.push(norm);
@@ -200,6 +210,7 @@ pub fn drift_table(input: &DriftInput) -> Table {
     Table::new()
         .with("session", Column::Str(t.session))
         .with("day", Column::I32(t.day))
+        .with("reference", Column::Bool(t.reference))
         .with("n_cells", Column::U32(t.n_cells))
         .with("tuning_corr", Column::F64(t.corr))
         .with("tuning_corr_norm", Column::F64(t.norm))
@@ -215,6 +226,7 @@ pub fn drift_table(input: &DriftInput) -> Table {
 struct DriftColumns {
     session: Vec<String>,
     day: Vec<i32>,
+    reference: Vec<bool>,
     n_cells: Vec<u32>,
     corr: Vec<f64>,
     norm: Vec<f64>,
@@ -331,16 +343,20 @@ mod tests {
         // (day 5) 0.6.
         assert_eq!(t.u32s(p, "n_cells").unwrap(), &[2, 2, 2]);
         assert!(t.f64s(p, "tuning_corr").unwrap()[2].abs() < 1e-12);
-        // Day 5 with itself: r = 1 for both: 1 / 0.6.
-        assert!((t.f64s(p, "tuning_corr_norm").unwrap()[1] - 1.0 / 0.6).abs() < 1e-12);
+        // Day 5 with itself: r = 1 for both, over Spearman–Brown's 2·0.6 / 1.6.
+        let sb = |h: f64| 2.0 * h / (1.0 + h);
+        assert!((t.f64s(p, "tuning_corr_norm").unwrap()[1] - 1.0 / sb(0.6)).abs() < 1e-12);
+        assert_eq!(t.bools(p, "reference").unwrap(), &[false, true, false]);
         // Each day's own responsive set: day 3 cell 2 (r = 1, split-half 0.9);
-        // day 7 cells 0 and 2 (r = 1, split-half 0.5 and 0.9: 1 / 0.7).
+        // day 7 cells 0 and 2 (r = 1, split-half 0.5 and 0.9: mean 0.7).
         let day = t.f64s(p, "tuning_corr_norm_day").unwrap();
-        assert!((day[0] - 1.0 / 0.9).abs() < 1e-12 && (day[2] - 1.0 / 0.7).abs() < 1e-12);
+        assert!((day[0] - 1.0 / sb(0.9)).abs() < 1e-12);
+        assert!((day[2] - 1.0 / sb(0.7)).abs() < 1e-12);
         // The baseline is day 3 alone (day 5, the reference, is left out, and
         // has no normalised value).
         let base = t.f64s(p, "tuning_corr_norm_day_baseline").unwrap();
-        assert!((base[0] - 1.0).abs() < 1e-12 && (base[2] - 0.9 / 0.7).abs() < 1e-12);
+        assert!((base[0] - 1.0).abs() < 1e-12);
+        assert!((base[2] - sb(0.9) / sb(0.7)).abs() < 1e-12);
         assert!(base[1].is_nan());
     }
 }

@@ -51,9 +51,8 @@ impl Default for StudyOptions {
 pub const MAP_MEASURES: [&str; 3] = ["diagonal", "off_diagonal", "trial_avg_off_diagonal"];
 
 /// The measures of `study_neurons.parquet`, over each FOV's spared cells. The first
-/// four, `ei_ratio` and `stability` are ratios to the FOV's baseline mean;
-/// `tuning_corr_day` is the run's own baseline-normalised value
-/// (`drift.parquet`); the others are differences from the baseline mean.
+/// four, `ei_ratio`, `stability` and `tuning_corr_day` are ratios to the FOV's
+/// baseline mean; the others are differences from it.
 pub const NEURON_MEASURES: [&str; 11] = [
     "reliability",
     "fraction_responsive",
@@ -322,8 +321,9 @@ fn check_one_session_per_day(
 
 /// From `stability.parquet` and `drift.parquet` (SCIENCE.md §3.7, §3.8): the
 /// response stability of the transition into each day, as a ratio to its mean
-/// over the baseline days (the transitions within the baseline), and the run's
-/// baseline-normalised tuning correlation of each day's responsive cells. A run
+/// over the baseline days (the transitions within the baseline), and the tuning
+/// correlation of each day's responsive cells with the reference session, as a
+/// ratio to its mean over the baseline days other than the reference. A run
 /// from a release without these tables leaves them NaN (`missing` lists it).
 fn read_turnover(
     i: usize,
@@ -349,14 +349,23 @@ fn read_turnover(
         let row = days.entry(into[r]).or_insert([f64::NAN; N_MEASURES]);
         row[o + 9] = ratio(stability[r], base, "stability", i, skipped);
     }
+    // Normalised here to the study's baseline, as the maps are (the run takes a
+    // FOV without an ablation to be all baseline); the reference session, whose
+    // correlation with itself is 1 by construction, is neither baseline nor value.
     let (dp, dr) = run_table(i, e, "drift")?;
-    let (day, corr) = (
+    let (day, corr, reference) = (
         dr.i32s(&dp, "day")?,
-        dr.f64s(&dp, "tuning_corr_norm_day_baseline")?,
+        dr.f64s(&dp, "tuning_corr_norm_day")?,
+        dr.bools(&dp, "reference")?,
     );
-    for r in 0..day.len() {
+    let base = mean(
+        (0..day.len())
+            .filter(|&r| is_baseline(day[r]) && !reference[r])
+            .map(|r| corr[r]),
+    );
+    for r in (0..day.len()).filter(|&r| !reference[r]) {
         let row = days.entry(day[r]).or_insert([f64::NAN; N_MEASURES]);
-        row[o + 10] = corr[r];
+        row[o + 10] = ratio(corr[r], base, "tuning_corr_day", i, skipped);
     }
     Ok(())
 }

@@ -152,11 +152,10 @@ pub fn study_spatial(
 mod tests {
     use super::*;
 
-    const BINS: DistanceBins = DistanceBins {
-        min_um: 15.0,
-        max_um: 350.0,
-        width_um: 25.0,
-    };
+    /// SCIENCE.md's 15–350 µm in 25 µm steps.
+    fn bins() -> DistanceBins {
+        DistanceBins::default()
+    }
 
     fn fov(
         mouse: &str,
@@ -205,7 +204,7 @@ mod tests {
             fov("m1", Some(190.0), None, [0.0, 0.0]),
         ];
         let mut notes = Vec::new();
-        let t = study_spatial(fovs, &[5, 7], 5, &BINS, &mut notes);
+        let t = study_spatial(fovs, &[5, 7], 5, &bins(), &mut notes);
         assert!(notes.is_empty(), "{notes:?}");
         // Baseline (day 5) value 2 is the group's mean: day 5 → 1, day 7 → 2.
         assert_eq!(
@@ -227,7 +226,7 @@ mod tests {
             fov("m2", None, Some([0.0, 0.0]), [30.0, 0.0]),
         ];
         let mut notes = Vec::new();
-        let t = study_spatial(fovs, &[5, 7], 5, &BINS, &mut notes);
+        let t = study_spatial(fovs, &[5, 7], 5, &bins(), &mut notes);
         assert!(notes.len() == 1 && notes[0].contains("m1"), "{notes:?}");
         // m2 has one FOV: its distances hold without a depth.
         assert_eq!(
