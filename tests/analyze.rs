@@ -272,6 +272,32 @@ fn check_turnover(out: &Path) {
             assert!((stab[r] - both as f64 / n_a as f64).abs() < 1e-12);
         }
     }
+    // Group B′ (SCIENCE.md §3.6): in group B, never responsive on days 3 and 5,
+    // responsive on day 7 (after the ablation).
+    let (group, strict, day) = (
+        n.strs(&np, "group").unwrap(),
+        n.bools(&np, "group_b_strict").unwrap(),
+        n.i32s(&np, "day").unwrap(),
+    );
+    let mut per_cell: BTreeMap<u32, (bool, bool, bool)> = BTreeMap::new();
+    for r in 0..cell.len() {
+        let e = per_cell.entry(cell[r]).or_insert((false, false, false));
+        e.0 |= day[r] <= 5 && responsive[r];
+        e.1 |= day[r] > 5 && responsive[r];
+        e.2 |= session[r] == "d5";
+    }
+    for r in 0..cell.len() {
+        let (before, after, at_reference) = per_cell[&cell[r]];
+        assert_eq!(
+            strict[r],
+            at_reference && !before && after,
+            "cell {}",
+            cell[r]
+        );
+        if strict[r] {
+            assert_eq!(group[r], "B");
+        }
+    }
     // Drift: the reference session is the last before the ablation (d5); its
     // correlation with itself is 1, and the table's mean over the
     // reference-responsive cells matches neurons.parquet.

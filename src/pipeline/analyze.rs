@@ -393,11 +393,18 @@ pub fn run_analyze(
         &tuning_table(sessions, &labels, &results),
     )?;
     let corr_ref = super::stability::tuning_corr_ref(&results, reference);
+    let before = pre_ablation(exp, sessions);
+    let strict = strict_group_b(&results, reference, &before);
     write_table(
         layout.table("neurons"),
-        &neurons_table(sessions, &tracked, &results, (&groups, &spared), &corr_ref),
+        &neurons_table(
+            sessions,
+            &tracked,
+            &results,
+            (&groups, &spared, &strict),
+            &corr_ref,
+        ),
     )?;
-    let before = pre_ablation(exp, sessions);
     write_table(
         layout.table("stability"),
         &super::stability::stability_table(sessions, &designs, &results, &spared),
@@ -579,6 +586,26 @@ fn groups(results: &[Vec<Option<CellSession>>], reference: Option<usize>) -> Vec
                     if later { "B" } else { "C" }.into()
                 }
             }
+        })
+        .collect()
+}
+
+/// SCIENCE.md §3.6's stricter group B′: analysed and not responsive in the
+/// groups' reference session, responsive in no session before the ablation, and
+/// responsive in at least one after it (a cell responsive on an early baseline
+/// day but not on the reference day is in B, not in B′).
+fn strict_group_b(
+    results: &[Vec<Option<CellSession>>],
+    reference: Option<usize>,
+    before: &[bool],
+) -> Vec<bool> {
+    let n = results.first().map_or(0, |r| r.len());
+    let responsive = |s: usize, c: usize| results[s][c].as_ref().is_some_and(|x| x.responsive);
+    (0..n)
+        .map(|c| {
+            reference.is_some_and(|r| results[r][c].is_some())
+                && (0..results.len()).all(|s| !before[s] || !responsive(s, c))
+                && (0..results.len()).any(|s| !before[s] && responsive(s, c))
         })
         .collect()
 }
@@ -939,7 +966,7 @@ fn neurons_table(
     sessions: &[SessionSummary],
     tracked: &Tracked,
     results: &[Vec<Option<CellSession>>],
-    (groups, spared): (&[String], &[bool]),
+    (groups, spared, strict): (&[String], &[bool], &[bool]),
     corr_ref: &[Vec<f64>],
 ) -> Table {
     let mut t = NeuronColumns::default();
@@ -960,6 +987,7 @@ fn neurons_table(
             t.split_half.push(r.split_half);
             t.corr_ref.push(corr_ref[s][c]);
             t.group.push(groups[c].clone());
+            t.strict.push(strict[c]);
             t.spared.push(spared[c]);
         }
     }
@@ -976,6 +1004,7 @@ fn neurons_table(
         .with("split_half", Column::F64(t.split_half))
         .with("tuning_corr_ref", Column::F64(t.corr_ref))
         .with("group", Column::Str(t.group))
+        .with("group_b_strict", Column::Bool(t.strict))
         .with("spared", Column::Bool(t.spared))
 }
 
@@ -993,6 +1022,7 @@ struct NeuronColumns {
     split_half: Vec<f64>,
     corr_ref: Vec<f64>,
     group: Vec<String>,
+    strict: Vec<bool>,
     spared: Vec<bool>,
 }
 
