@@ -640,12 +640,15 @@ fn tracking_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
     Ok(())
 }
 
-/// Points (bin centre, mean) and their s.e.m.
-type Profile = (Vec<(f64, f64)>, Vec<f64>);
-
-/// The distance profile of the rows of a spatial table (`spatial.parquet`,
-/// `study_spatial.parquet`) that `keep` selects: (bin centre, mean) and the s.e.m.
-fn distance_profile(t: &Table, path: &Path, keep: impl Fn(usize) -> bool) -> Result<Profile> {
+/// A chart of distance profiles from a spatial table (`spatial.parquet`,
+/// `study_spatial.parquet`): one series per `(name, rows)`, over those of its
+/// rows that have pairs, at the bins' centres, mean ± s.e.m.
+fn distance_chart(
+    t: &Table,
+    path: &Path,
+    title: &str,
+    lines: &[(String, Vec<usize>)],
+) -> Result<String> {
     let (lo, hi, n, mean, sem) = (
         t.f64s(path, "distance_min_um")?,
         t.f64s(path, "distance_max_um")?,
@@ -653,10 +656,36 @@ fn distance_profile(t: &Table, path: &Path, keep: impl Fn(usize) -> bool) -> Res
         t.f64s(path, "norm_best_response")?,
         t.f64s(path, "sem")?,
     );
-    Ok((0..lo.len())
-        .filter(|&r| keep(r) && n[r] > 0)
-        .map(|r| ((0.5 * (lo[r] + hi[r]), mean[r]), sem[r]))
-        .unzip())
+    let series: Vec<Series> = lines
+        .iter()
+        .enumerate()
+        .map(|(k, (name, rows))| {
+            let (points, err) = rows
+                .iter()
+                .copied()
+                .filter(|&r| n[r] > 0)
+                .map(|r| ((0.5 * (lo[r] + hi[r]), mean[r]), sem[r]))
+                .unzip();
+            Series {
+                name: name.clone(),
+                color: PALETTE[k % PALETTE.len()],
+                points,
+                err: Some(err),
+                markers: true,
+            }
+        })
+        .collect();
+    line_chart(
+        &LineChart {
+            title,
+            x_label: "distance to an ablated cell (µm)",
+            y_label: "normalised best response",
+            size: (600, 340),
+            marker: None,
+            reference: Some(1.0),
+        },
+        &series,
+    )
 }
 
 /// The first day after the ablation among `days` (sorted); without an ablation,
@@ -696,28 +725,18 @@ fn spatial_section(h: &mut String, t: &RunTables, after: Option<i32>) -> Result<
         });
         return Ok(());
     };
-    let mut series = Vec::new();
-    for (k, g) in crate::analysis::spatial::GROUPS.iter().enumerate() {
-        let (points, err) = distance_profile(sp, p, |r| day[r] == d && group[r] == *g)?;
-        series.push(Series {
-            name: format!("group {g}"),
-            color: PALETTE[k],
-            points,
-            err: Some(err),
-            markers: true,
-        });
-    }
-    let title = format!("day {d}: normalised best response by distance to the ablated cells");
-    let svg = line_chart(
-        &LineChart {
-            title: &title,
-            x_label: "distance to an ablated cell (µm)",
-            y_label: "normalised best response",
-            size: (620, 340),
-            marker: None,
-            reference: Some(1.0),
-        },
-        &series,
+    let lines: Vec<(String, Vec<usize>)> = crate::analysis::spatial::GROUPS
+        .iter()
+        .map(|g| {
+            let rows = (0..day.len()).filter(|&r| day[r] == d && group[r] == *g);
+            (format!("group {g}"), rows.collect())
+        })
+        .collect();
+    let svg = distance_chart(
+        sp,
+        p,
+        &format!("day {d}: normalised best response by distance to the ablated cells"),
+        &lines,
     )?;
     let _ = write!(
         h,

@@ -3,7 +3,7 @@
 //! mice, with the FDR-corrected significance of each post-ablation day).
 
 use super::charts::{line_chart, LineChart, Series, PALETTE};
-use super::{distance_profile, esc, mean_sem, STYLE};
+use super::{distance_chart, esc, mean_sem, STYLE};
 use crate::error::{Error, Result};
 use crate::io::table::read_table;
 use std::collections::BTreeSet;
@@ -182,33 +182,15 @@ fn spatial_section(h: &mut String, out: &Path, cohorts: &[&str], post: &[i32]) -
          across cells of the cohort (study_spatial.parquet).</p><div class=\"grid\">"
     );
     for g in crate::analysis::spatial::GROUPS {
-        let series: Vec<Series> = cohorts
+        let lines: Vec<(String, Vec<usize>)> = cohorts
             .iter()
-            .enumerate()
-            .map(|(j, c)| {
-                let (points, err) =
-                    distance_profile(&t, &p, |r| cohort[r] == *c && day[r] == d && group[r] == g)?;
-                Ok(Series {
-                    name: (*c).to_string(),
-                    color: PALETTE[j % PALETTE.len()],
-                    points,
-                    err: Some(err),
-                    markers: true,
-                })
+            .map(|c| {
+                let rows =
+                    (0..day.len()).filter(|&r| cohort[r] == *c && day[r] == d && group[r] == g);
+                (c.to_string(), rows.collect())
             })
-            .collect::<Result<_>>()?;
-        let title = format!("group {g}, day {d}");
-        let svg = line_chart(
-            &LineChart {
-                title: &title,
-                x_label: "distance to an ablated cell (µm)",
-                y_label: "normalised best response",
-                size: (560, 340),
-                marker: None,
-                reference: Some(1.0),
-            },
-            &series,
-        )?;
+            .collect();
+        let svg = distance_chart(&t, &p, &format!("group {g}, day {d}"), &lines)?;
         let _ = write!(h, "<figure>{svg}</figure>");
     }
     h.push_str("</div>");
