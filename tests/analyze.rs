@@ -206,8 +206,7 @@ fn spatial_turnover_and_drift_tables_match_a_brute_force_recount() {
         &NoProgress,
     );
     let why = refused
-        .err()
-        .expect("a full rerun needs the movies")
+        .expect_err("a full rerun needs the movies")
         .to_string();
     assert!(why.contains("matches no file"), "{why}");
     run(
