@@ -6,11 +6,19 @@
 //! ±`max_shift` of the rigid solution. A block whose correlation peak is weak
 //! (peak-to-sidelobe ratio below a threshold) borrows its neighbours' correlation
 //! surfaces (a weighted sum over the 3×3 block neighbourhood) before its peak is
-//! taken, so low-contrast blocks follow their neighbours instead of noise. Block
-//! shifts become a smooth per-pixel field by bilinear interpolation between block
-//! centres (extrapolated linearly beyond the outermost centres).
+//! taken, so low-contrast blocks follow their neighbours instead of noise.
+//!
+//! A block's correlation measures the displacement where the block's structure
+//! is, not at its geometric centre: a block whose bright cells sit near one edge
+//! reports the displacement there. Each block's *evidence centroid* (the centroid
+//! of its band-passed reference energy inside the block's taper) is found once per
+//! session, and every block shift is moved from its centroid to its centre along
+//! the field's gradient across the grid (a first-order correction of our own).
+//! Block shifts then become a smooth per-pixel field by bilinear interpolation
+//! between block centres (extrapolated linearly beyond the outermost centres).
 
-use super::rigid::{peak_of_window, Correlator, Estimate, Workspace};
+use super::rigid::{edge_taper_factors, peak_of_window, Correlator, Estimate, Workspace};
+use crate::imgproc::gaussian_blur;
 
 /// Where the blocks are.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +240,8 @@ pub struct BlockAligner {
     /// How the block shifts become a per-pixel field in the frame.
     pub plan: FieldPlan,
     blocks: Vec<Correlator>,
+    /// Per block, its evidence centroid less its centre (x, y), px.
+    evidence: Vec<(f64, f64)>,
     snr_threshold: f64,
     width: usize,
 }
@@ -284,11 +294,17 @@ impl BlockAligner {
         }
         BlockAligner {
             plan: FieldPlan::for_grid(&grid, w, h),
+            evidence: evidence_offsets(&grid, reference, w, h, smooth_sigma, taper_px),
             grid,
             blocks,
             snr_threshold,
             width: w,
         }
+    }
+
+    /// Per block, its evidence centroid less its centre (x, y), px.
+    pub fn evidence_offsets(&self) -> &[(f64, f64)] {
+        &self.evidence
     }
 
     /// Fresh per-thread buffers.
@@ -338,7 +354,7 @@ impl BlockAligner {
             borrowed: acc,
             ..
         } = bw;
-        (0..ny)
+        let mut shifts = (0..ny)
             .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
             .map(|(bx, by)| {
                 let k = by * nx + bx;
@@ -369,8 +385,124 @@ impl BlockAligner {
                     snr: raw[k].snr.min(1e6) as f32,
                 }
             })
-            .collect()
+            .collect::<Vec<_>>();
+        self.refer_to_centres(&mut shifts);
+        shifts
     }
+
+    /// Move every block's shift from its evidence centroid to its centre:
+    /// `s − ∇s · offset`, with the gradient `∇s` of a plane fitted by least squares
+    /// to the shifts of the block's 3 × 3 neighbourhood, each placed at its own
+    /// evidence centroid (so a linear field comes back exactly). The block's own
+    /// measurement is kept; only the gradient comes from the neighbours.
+    fn refer_to_centres(&self, shifts: &mut [BlockShift]) {
+        let xs: Vec<f64> = shifts.iter().map(|s| s.x as f64).collect();
+        let ys: Vec<f64> = shifts.iter().map(|s| s.y as f64).collect();
+        for (k, s) in shifts.iter_mut().enumerate() {
+            let (ox, oy) = self.evidence[k];
+            let (gx, gy) = self.gradient(&xs, k);
+            s.x = (xs[k] - gx * ox - gy * oy) as f32;
+            let (gx, gy) = self.gradient(&ys, k);
+            s.y = (ys[k] - gx * ox - gy * oy) as f32;
+        }
+    }
+
+    /// The gradient at block `k` (per px along x, along y) of `values`, one per
+    /// block row-major, measured at the blocks' evidence centroids: a least-squares
+    /// plane through the 3 × 3 neighbourhood. Zero along an axis with one block,
+    /// and zero when the neighbourhood's centroids leave the plane undetermined.
+    fn gradient(&self, values: &[f64], k: usize) -> (f64, f64) {
+        let g = &self.grid;
+        let (nx, ny) = (g.x0.len(), g.y0.len());
+        let (bx, by) = (k % nx, k / nx);
+        let mut pts: Vec<(f64, f64, f64)> = Vec::with_capacity(9);
+        for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
+            for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
+                let n = j * nx + i;
+                let (ox, oy) = self.evidence[n];
+                pts.push((g.centre_x(i) + ox, g.centre_y(j) + oy, values[n]));
+            }
+        }
+        plane_gradient(&pts, nx > 1, ny > 1)
+    }
+}
+
+/// The (x, y) slopes of the least-squares plane through `(x, y, value)` points;
+/// a slope is held at zero where `free_x` / `free_y` is false, and both are zero
+/// when the points do not determine them.
+fn plane_gradient(pts: &[(f64, f64, f64)], free_x: bool, free_y: bool) -> (f64, f64) {
+    let n = pts.len() as f64;
+    let (mx, my, mv) = pts.iter().fold((0.0, 0.0, 0.0), |a, p| {
+        (a.0 + p.0 / n, a.1 + p.1 / n, a.2 + p.2 / n)
+    });
+    let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(x, y, v) in pts {
+        let (dx, dy, dv) = (x - mx, y - my, v - mv);
+        sxx += dx * dx;
+        sxy += dx * dy;
+        syy += dy * dy;
+        sxv += dx * dv;
+        syv += dy * dv;
+    }
+    let one = |s: f64, sv: f64| if s > 1e-9 { sv / s } else { 0.0 };
+    match (free_x, free_y) {
+        (true, true) => {
+            let det = sxx * syy - sxy * sxy;
+            if det > 1e-9 * sxx * syy && det > 0.0 {
+                ((syy * sxv - sxy * syv) / det, (sxx * syv - sxy * sxv) / det)
+            } else {
+                (0.0, 0.0)
+            }
+        }
+        (true, false) => (one(sxx, sxv), 0.0),
+        (false, true) => (0.0, one(syy, syv)),
+        (false, false) => (0.0, 0.0),
+    }
+}
+
+/// Per block of `grid`, where its correlation's evidence lies relative to its
+/// centre: the centroid of the reference's band-passed energy (a difference of
+/// Gaussians of s.d. σ and 3.5σ, squared), weighted by the block's taper.
+fn evidence_offsets(
+    grid: &BlockGrid,
+    reference: &[f32],
+    w: usize,
+    h: usize,
+    smooth_sigma: f64,
+    taper_px: f64,
+) -> Vec<(f64, f64)> {
+    let fine = gaussian_blur(reference, w, h, smooth_sigma);
+    let coarse = gaussian_blur(reference, w, h, 3.5 * smooth_sigma);
+    let energy: Vec<f64> = fine
+        .iter()
+        .zip(&coarse)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .collect();
+    let (tx, ty) = edge_taper_factors(grid.size_x, grid.size_y, taper_px);
+    let mut out = Vec::with_capacity(grid.n_blocks());
+    for &y0 in &grid.y0 {
+        for &x0 in &grid.x0 {
+            let (mut sum, mut sx, mut sy) = (0.0, 0.0, 0.0);
+            for (y, &wy) in ty.iter().enumerate() {
+                let row = &energy[(y0 + y) * w + x0..(y0 + y) * w + x0 + grid.size_x];
+                for (x, (&e, &wx)) in row.iter().zip(&tx).enumerate() {
+                    let m = e * (wx * wy) as f64;
+                    sum += m;
+                    sx += m * x as f64;
+                    sy += m * y as f64;
+                }
+            }
+            out.push(if sum > 0.0 && sum.is_finite() {
+                (
+                    sx / sum - (grid.size_x as f64 - 1.0) / 2.0,
+                    sy / sum - (grid.size_y as f64 - 1.0) / 2.0,
+                )
+            } else {
+                (0.0, 0.0) // a flat block: no evidence anywhere, take its centre
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -399,6 +531,75 @@ mod tests {
         for (g, e) in got.iter().zip(&want) {
             assert!((g - e).abs() < 1e-4, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn a_blocks_evidence_lies_where_its_structure_is() {
+        // One 64 px block whose cells all lie in its right third.
+        let (w, h) = (64, 64);
+        let cells = crate::motion::rigid::tests::texture(w, h);
+        let reference: Vec<f32> = (0..w * h)
+            .map(|i| if i % w >= 44 { cells[i] } else { 100.0 })
+            .collect();
+        let aligner = BlockAligner::new(&reference, w, h, 64, 4, 1.15, 1.2);
+        let (ox, oy) = aligner.evidence_offsets()[0];
+        assert!(ox > 15.0 && ox < 25.0, "x offset {ox}");
+        assert!(oy.abs() < 6.0, "y offset {oy}");
+        let flat = BlockAligner::new(&vec![100.0; w * h], w, h, 64, 4, 1.15, 1.2);
+        let (fx, fy) = flat.evidence_offsets()[0];
+        assert!(
+            fx.abs() < 1e-3 && fy.abs() < 1e-3,
+            "flat block: ({fx}, {fy})"
+        );
+    }
+
+    #[test]
+    fn shifts_measured_off_centre_are_referred_to_the_block_centres() {
+        // Cells only in some diagonal bands of the field, so most blocks' evidence
+        // lies off their centres; a linear field read at those centroids must come
+        // back exactly to its values at the centres.
+        let (w, h) = (160, 128);
+        let cells = crate::motion::rigid::tests::texture(w, h);
+        let reference: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                if (x / 20 + y / 24) % 3 == 0 {
+                    cells[i]
+                } else {
+                    100.0
+                }
+            })
+            .collect();
+        let aligner = BlockAligner::new(&reference, w, h, 48, 4, 1.15, 1.2);
+        let g = &aligner.grid;
+        let nx = g.x0.len();
+        let field = |x: f64, y: f64| (0.3 + 0.012 * x - 0.008 * y, -0.2 + 0.006 * x + 0.01 * y);
+        let off = aligner.evidence_offsets();
+        assert!(off.iter().any(|o| o.0.abs() > 3.0 || o.1.abs() > 3.0));
+        let mut shifts: Vec<BlockShift> = (0..g.n_blocks())
+            .map(|k| {
+                let (x, y) = field(g.centre_x(k % nx) + off[k].0, g.centre_y(k / nx) + off[k].1);
+                BlockShift {
+                    x: x as f32,
+                    y: y as f32,
+                    snr: 2.0,
+                }
+            })
+            .collect();
+        let error = |s: &[BlockShift]| -> f64 {
+            s.iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let (x, y) = field(g.centre_x(k % nx), g.centre_y(k / nx));
+                    (b.x as f64 - x).hypot(b.y as f64 - y)
+                })
+                .fold(0.0, f64::max)
+        };
+        let before = error(&shifts);
+        aligner.refer_to_centres(&mut shifts);
+        let after = error(&shifts);
+        assert!(before > 0.05, "the offsets must matter: {before}");
+        assert!(after < 1e-4, "largest error {before} -> {after}");
     }
 
     #[test]

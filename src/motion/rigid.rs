@@ -591,12 +591,12 @@ pub fn peak_of_window(win: &[f32], half: usize, mx: usize, my: usize) -> Estimat
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::motion::interp::shift_image;
 
     /// Many soma-sized blobs all over the field, like a two-photon mean image.
-    fn texture(w: usize, h: usize) -> Vec<f32> {
+    pub(crate) fn texture(w: usize, h: usize) -> Vec<f32> {
         let blobs: Vec<(f64, f64, f64)> = (0..w * h / 60)
             .map(|k| {
                 let a = (k as f64 * 12.9898).sin() * 43758.5453;
