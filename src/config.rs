@@ -1331,6 +1331,9 @@ pub struct MotionParams {
     pub reference_frames: usize,
     /// Register-and-average rounds refining the reference.
     pub reference_iterations: usize,
+    /// With `nonrigid`: rounds of nonrigid register-and-average after the rigid
+    /// ones, re-centring the reference on the sample's mean deformation.
+    pub nonrigid_reference_iterations: usize,
     /// Fewest frames a session must have to build a reference.
     pub min_frames: usize,
     /// Side of a nonrigid block, px.
@@ -1353,6 +1356,7 @@ impl Default for MotionParams {
             smooth_sigma_px: 1.15,
             reference_frames: 300,
             reference_iterations: 8,
+            nonrigid_reference_iterations: 1,
             min_frames: 20,
             block_size: 64,
             max_shift_nonrigid_px: 5.0,

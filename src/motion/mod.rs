@@ -447,29 +447,39 @@ pub fn register_session(
         params.smooth_sigma_px,
         taper_px,
     );
+    let block_max_shift = params.max_shift_nonrigid_px.round().max(1.0) as usize;
+    let block_aligner = |reference: &[f32]| {
+        BlockAligner::new(
+            reference,
+            w,
+            h,
+            params.block_size,
+            block_max_shift,
+            params.smooth_sigma_px,
+            params.snr_threshold,
+        )
+    };
+    let rigid_correlator = |reference: &[f32]| {
+        Correlator::new(reference, w, h, max_shift, params.smooth_sigma_px, taper_px)
+    };
+    let reference = if params.nonrigid {
+        reference::refine_reference_nonrigid(
+            &sample,
+            w,
+            h,
+            reference,
+            params.nonrigid_reference_iterations,
+            |r| (rigid_correlator(r), block_aligner(r)),
+        )
+    } else {
+        reference
+    };
     drop(sample);
     let registrar = Registrar {
         w,
         h,
-        rigid: Correlator::new(
-            &reference,
-            w,
-            h,
-            max_shift,
-            params.smooth_sigma_px,
-            taper_px,
-        ),
-        blocks: params.nonrigid.then(|| {
-            BlockAligner::new(
-                &reference,
-                w,
-                h,
-                params.block_size,
-                params.max_shift_nonrigid_px.round().max(1.0) as usize,
-                params.smooth_sigma_px,
-                params.snr_threshold,
-            )
-        }),
+        rigid: rigid_correlator(&reference),
+        blocks: params.nonrigid.then(|| block_aligner(&reference)),
         bidi,
         reference_sums: RowPrefix::new(&reference, w),
         reference: reference.clone(),

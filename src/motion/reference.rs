@@ -6,9 +6,13 @@
 //! iterations, every sampled frame is registered rigidly to the current reference
 //! and the best-aligned fraction (growing each iteration) is averaged, shifted
 //! back by its mean shift so the reference sits at the average brain position.
+//! For piecewise-rigid registration, further rounds register the sample block by
+//! block and average it warped to its mean deformation
+//! ([`refine_reference_nonrigid`]).
 
-use super::interp::shift_image;
-use super::rigid::Correlator;
+use super::interp::{shift_image, warp_image};
+use super::nonrigid::{BlockAligner, BlockShift};
+use super::rigid::{Correlator, Estimate};
 use rayon::prelude::*;
 
 /// Bin a frame by `b` in both axes.
@@ -166,4 +170,171 @@ pub fn refine_reference(
         shift_image(&avg, w, h, -mx, -my, &mut tmp, &mut reference);
     }
     reference
+}
+
+/// Refine a rigid reference for piecewise-rigid registration by `rounds` rounds of
+/// nonrigid register-and-average.
+///
+/// A rigid reference is the average of frames aligned as wholes, so each block of
+/// it is blurred by the frames' varying warps, and it sits at the kept frames'
+/// mean deformation, an arbitrary one. Each round registers every sampled frame
+/// to the current reference, rigidly and block by block
+/// ([`super::nonrigid::BlockAligner`], as the main pass does), takes every block's
+/// mean absolute shift over the non-constant frames (`m`), warps the
+/// best-aligned half (by rigid peak) with their own block shifts less `m`, and
+/// averages them. The result is sharper block by block, and it sits at the
+/// sample's mean deformation, as the rigid refinement re-centres on the mean
+/// position: the nonrigid counterpart of that re-centring.
+///
+/// `make` prepares the rigid correlator and the block aligner for a reference.
+pub fn refine_reference_nonrigid(
+    frames: &[Vec<f32>],
+    w: usize,
+    h: usize,
+    mut reference: Vec<f32>,
+    rounds: usize,
+    make: impl Fn(&[f32]) -> (Correlator, BlockAligner),
+) -> Vec<f32> {
+    for _ in 0..rounds {
+        let (corr, blocks) = make(&reference);
+        let estimates: Vec<Option<(Estimate, Vec<BlockShift>)>> = frames
+            .par_iter()
+            .map_init(
+                || {
+                    (
+                        corr.workspace(),
+                        blocks.workspace(),
+                        vec![0.0; w * h],
+                        vec![0.0; w * h],
+                    )
+                },
+                |(ws, bw, tmp, moved), f| {
+                    let e = corr.estimate(f, ws);
+                    if e.peak == 0.0 && e.snr == 0.0 {
+                        return None; // a constant frame: nothing to align
+                    }
+                    shift_image(f, w, h, e.x, e.y, tmp, moved);
+                    Some((e, blocks.estimate(moved, bw)))
+                },
+            )
+            .collect();
+        let usable: Vec<usize> = (0..frames.len())
+            .filter(|&i| estimates[i].is_some())
+            .collect();
+        if usable.len() < 2 {
+            break;
+        }
+        let absolute = |i: usize, k: usize| -> (f64, f64) {
+            let (e, s) = estimates[i].as_ref().expect("usable frames have estimates");
+            (e.x + s[k].x as f64, e.y + s[k].y as f64)
+        };
+        let mean_shift: Vec<(f64, f64)> = (0..blocks.grid.n_blocks())
+            .map(|k| {
+                let (sx, sy) = usable.iter().fold((0.0, 0.0), |acc, &i| {
+                    let (x, y) = absolute(i, k);
+                    (acc.0 + x, acc.1 + y)
+                });
+                (sx / usable.len() as f64, sy / usable.len() as f64)
+            })
+            .collect();
+        let mut order = usable.clone();
+        let peak = |i: usize| estimates[i].as_ref().map_or(0.0, |(e, _)| e.peak);
+        order.sort_by(|&a, &b| peak(b).total_cmp(&peak(a)).then(a.cmp(&b)));
+        order.truncate((usable.len() / 2).max(2));
+        let warped: Vec<Vec<f32>> = order
+            .par_iter()
+            .map(|&i| {
+                let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);
+                blocks
+                    .plan
+                    .field_into(|k| (absolute(i, k).0 - mean_shift[k].0) as f32, &mut dx);
+                blocks
+                    .plan
+                    .field_into(|k| (absolute(i, k).1 - mean_shift[k].1) as f32, &mut dy);
+                let mut out = vec![0.0; w * h];
+                warp_image(&frames[i], w, h, &dx, &dy, &mut out);
+                out
+            })
+            .collect();
+        let refs: Vec<&[f32]> = warped.iter().map(|v| v.as_slice()).collect();
+        reference = mean_of(&refs);
+    }
+    reference
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::motion::rigid::tests::texture;
+
+    #[test]
+    fn the_nonrigid_reference_sits_at_the_samples_mean_deformation() {
+        // Two thirds of the frames are warped by +D, a third by −D (D bends across
+        // the field, up to 1.5 px), so the mean deformation is D/3. Registered to
+        // the refined reference, the undeformed image must then be displaced by
+        // −D/3 at every block centre, whichever frames the rigid rounds kept.
+        let (w, h) = (128, 128);
+        let base = texture(w, h);
+        let bend = |x: usize, y: usize| -> (f32, f32) {
+            let (u, v) = (x as f64 / w as f64, y as f64 / h as f64);
+            (
+                (1.5 * (std::f64::consts::PI * v).sin()) as f32,
+                (1.2 * (2.0 * u - 1.0)) as f32,
+            )
+        };
+        let warped = |sign: f32| -> Vec<f32> {
+            let dx: Vec<f32> = (0..w * h).map(|i| -sign * bend(i % w, i / w).0).collect();
+            let dy: Vec<f32> = (0..w * h).map(|i| -sign * bend(i % w, i / w).1).collect();
+            let mut out = vec![0.0; w * h];
+            warp_image(&base, w, h, &dx, &dy, &mut out);
+            out
+        };
+        let (plus, minus) = (warped(1.0), warped(-1.0));
+        let frames: Vec<Vec<f32>> = (0..30)
+            .map(|i| {
+                if i % 3 == 2 {
+                    minus.clone()
+                } else {
+                    plus.clone()
+                }
+            })
+            .collect();
+        let (sigma, taper) = (1.15, 6.4);
+        let make = |r: &[f32]| {
+            (
+                Correlator::new(r, w, h, 12, sigma, taper),
+                BlockAligner::new(r, w, h, 32, 4, sigma, 1.2),
+            )
+        };
+        let rigid = refine_reference(
+            &frames,
+            w,
+            h,
+            seed_reference(&frames, w, h),
+            4,
+            12,
+            sigma,
+            taper,
+        );
+        let refined = refine_reference_nonrigid(&frames, w, h, rigid, 1, make);
+        let (corr, blocks) = make(&refined);
+        let e = corr.estimate(&base, &mut corr.workspace());
+        let mut tmp = vec![0.0; w * h];
+        let mut moved = vec![0.0; w * h];
+        shift_image(&base, w, h, e.x, e.y, &mut tmp, &mut moved);
+        let shifts = blocks.estimate(&moved, &mut blocks.workspace());
+        let g = &blocks.grid;
+        let nx = g.x0.len();
+        for (k, s) in shifts.iter().enumerate() {
+            let (cx, cy) = (g.centre_x(k % nx), g.centre_y(k / nx));
+            let (bx, by) = bend(cx.round() as usize, cy.round() as usize);
+            let (ex, ey) = (e.x as f32 + s.x, e.y as f32 + s.y);
+            assert!(
+                (ex + bx / 3.0).abs() < 0.2 && (ey + by / 3.0).abs() < 0.2,
+                "block {k} at ({cx}, {cy}): ({ex}, {ey}) against ({}, {})",
+                -bx / 3.0,
+                -by / 3.0
+            );
+        }
+    }
 }
