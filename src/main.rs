@@ -1071,7 +1071,10 @@ fn bench_cmd(what: &BenchCommand, progress: &dyn Progress) -> Result<()> {
                 b.rigid_fps,
                 b.reference_seconds,
                 b.nonrigid_fps
-                    .map(|f| format!("; rigid + nonrigid {f:.0} frames/s registering"))
+                    .zip(b.nonrigid_reference_seconds)
+                    .map(|(f, r)| format!(
+                        "; rigid + nonrigid {f:.0} frames/s registering, {r:.1} s reference"
+                    ))
                     .unwrap_or_default(),
                 b.peak_rss_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
             );
