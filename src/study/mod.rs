@@ -156,6 +156,23 @@ fn run_table(i: usize, e: &StudyExperiment, name: &str) -> Result<(PathBuf, Tabl
     Ok((p, t))
 }
 
+/// The run tables that more than one part of the study reads, each read once per
+/// FOV: `cells.parquet` (cell types, positions) and `neurons.parquet` (the
+/// per-day measures, the spatial inputs).
+struct RunTables {
+    cells: (PathBuf, Table),
+    neurons: (PathBuf, Table),
+}
+
+impl RunTables {
+    fn read(i: usize, e: &StudyExperiment) -> Result<Self> {
+        Ok(RunTables {
+            cells: run_table(i, e, "cells")?,
+            neurons: run_table(i, e, "neurons")?,
+        })
+    }
+}
+
 /// The ablation day of a run. A run with a ledger must have completed its analyze
 /// part and been made from the study's manifest (a half-finished rerun mixes tables
 /// of two runs); a run without one (an older release) gives its day from the
@@ -373,6 +390,7 @@ fn read_turnover(
 fn read_fov(
     i: usize,
     e: &StudyExperiment,
+    tables: &RunTables,
     own_after: Option<i32>,
     after: i32,
     (skipped, missing): (&mut Unnormalisable, &mut BTreeSet<usize>),
@@ -397,20 +415,20 @@ fn read_fov(
     }
     // Per day over spared cells: reliability, fraction responsive, best response of
     // groups A and B, tuning width of group A.
-    let (np, n) = run_table(i, e, "neurons")?;
+    let (np, n) = (&tables.neurons.0, &tables.neurons.1);
     let (nd, spared, resp) = (
-        n.i32s(&np, "day")?,
-        n.bools(&np, "spared")?,
-        n.bools(&np, "responsive")?,
+        n.i32s(np, "day")?,
+        n.bools(np, "spared")?,
+        n.bools(np, "responsive")?,
     );
     let (rel, best, width, group) = (
-        n.f64s(&np, "reliability")?,
-        n.f64s(&np, "best_response")?,
-        n.f64s(&np, "tuning_width")?,
-        n.strs(&np, "group")?,
+        n.f64s(np, "reliability")?,
+        n.f64s(np, "best_response")?,
+        n.f64s(np, "tuning_width")?,
+        n.strs(np, "group")?,
     );
-    let inhibitory = cell_types(i, e)?;
-    let cell = n.u32s(&np, "cell")?;
+    let inhibitory = cell_types(&tables.cells)?;
+    let cell = n.u32s(np, "cell")?;
     let mut raw: BTreeMap<i32, [f64; 6]> = BTreeMap::new();
     for &d in nd.iter().collect::<BTreeSet<_>>() {
         let rows: Vec<usize> = (0..nd.len()).filter(|&r| nd[r] == d && spared[r]).collect();
@@ -477,11 +495,10 @@ fn read_fov(
 
 /// Each tracked cell's type from cells.parquet: Some(true) inhibitory, Some(false)
 /// excitatory; absent without `cell_types.csv`.
-fn cell_types(i: usize, e: &StudyExperiment) -> Result<BTreeMap<u32, bool>> {
-    let (p, t) = run_table(i, e, "cells")?;
-    Ok(t.u32s(&p, "cell")?
+fn cell_types((p, t): &(PathBuf, Table)) -> Result<BTreeMap<u32, bool>> {
+    Ok(t.u32s(p, "cell")?
         .iter()
-        .zip(t.opt_bools(&p, "inhibitory")?)
+        .zip(t.opt_bools(p, "inhibitory")?)
         .filter_map(|(&c, x)| x.map(|x| (c, x)))
         .collect())
 }
@@ -797,14 +814,22 @@ pub fn run_study(
     let mut fovs = Vec::with_capacity(study.experiments.len());
     let mut skipped = Unnormalisable::new();
     let mut no_turnover = BTreeSet::new();
+    let mut located = Vec::with_capacity(study.experiments.len());
+    let mut unlocated: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (i, e) in study.experiments.iter().enumerate() {
+        let tables = RunTables::read(i, e)?;
         fovs.push(read_fov(
             i,
             e,
+            &tables,
             own[i],
             after,
             (&mut skipped, &mut no_turnover),
         )?);
+        match spatial::read_fov_spatial(e, &tables.cells, &tables.neurons)? {
+            Ok(f) => located.push(f),
+            Err(why) => unlocated.entry(why).or_default().push((i + 1).to_string()),
+        }
         progress.advance(1);
     }
     if !no_turnover.is_empty() {
@@ -823,14 +848,6 @@ pub fn run_study(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut located = Vec::with_capacity(study.experiments.len());
-    let mut unlocated: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (i, e) in study.experiments.iter().enumerate() {
-        match spatial::read_fov_spatial(i, e, &study_days)? {
-            Ok(f) => located.push(f),
-            Err(why) => unlocated.entry(why).or_default().push((i + 1).to_string()),
-        }
-    }
     progress.finish();
     for (why, which) in &unlocated {
         notes.push(format!(

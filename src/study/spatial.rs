@@ -11,31 +11,53 @@
 //! of the neuron's group; the pairs of all mice of a cohort are pooled (the paper
 //! reports mean ± s.e.m. across neurons).
 
-use super::run_table;
 use crate::analysis::spatial::{self, Contributions, DistanceBins, Neuron};
 use crate::config::{Cohort, StudyExperiment};
 use crate::error::Result;
+use crate::io::table::Table;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
-/// One FOV's neurons (values per study day) and sites.
+/// One FOV's neurons and sites.
 pub struct FovSpatial {
     cohort: Cohort,
     mouse: String,
+    /// The FOV's own days, ascending; the neurons' values are indexed by them.
+    days: Vec<i32>,
     neurons: Vec<Neuron>,
     sites: Vec<[f64; 3]>,
     depth_known: bool,
 }
 
-/// Read one FOV's spatial inputs; `Ok(Err(why))` when the FOV has none (a run
-/// from a release without positions in µm, or a manifest without
-/// `um_per_pixel`), which the study reports and skips.
+impl FovSpatial {
+    /// The neurons with their values on the study's `days` (NaN on a day this
+    /// FOV was not imaged).
+    fn neurons_on(&self, days: &[i32]) -> impl Iterator<Item = Neuron> + '_ {
+        let at: Vec<Option<usize>> = days
+            .iter()
+            .map(|d| self.days.binary_search(d).ok())
+            .collect();
+        self.neurons.iter().map(move |n| Neuron {
+            position: n.position,
+            group: n.group,
+            values: at
+                .iter()
+                .map(|k| k.map_or(f64::NAN, |k| n.values[k]))
+                .collect(),
+        })
+    }
+}
+
+/// One FOV's spatial inputs from its run's `cells.parquet` and `neurons.parquet`;
+/// `Ok(Err(why))` when the FOV has none (a run from a release without positions
+/// in µm, or a manifest without `um_per_pixel`), which the study reports and
+/// skips.
 pub fn read_fov_spatial(
-    i: usize,
     e: &StudyExperiment,
-    days: &[i32],
+    (cp, c): &(PathBuf, Table),
+    (np, n): &(PathBuf, Table),
 ) -> Result<std::result::Result<FovSpatial, &'static str>> {
-    let (cp, c) = run_table(i, e, "cells")?;
-    let positions = match spatial::cell_positions(&c, &cp)? {
+    let positions = match spatial::cell_positions(c, cp)? {
         Some(p) if c.column("spatial_site").is_some() => p,
         None if c.column("x_um").is_some() => {
             return Ok(Err(
@@ -48,7 +70,7 @@ pub fn read_fov_spatial(
             ))
         }
     };
-    let (id, site) = (c.u32s(&cp, "cell")?, c.opt_bools(&cp, "spatial_site")?);
+    let (id, site) = (c.u32s(cp, "cell")?, c.opt_bools(cp, "spatial_site")?);
     let is_site: BTreeSet<u32> = (0..id.len())
         .filter(|&r| site[r] == Some(true))
         .map(|r| id[r])
@@ -57,14 +79,19 @@ pub fn read_fov_spatial(
         .iter()
         .filter_map(|c| positions.by_cell.get(c).copied())
         .collect();
-    let (np, n) = run_table(i, e, "neurons")?;
     let (cell, day, best, group, spared) = (
-        n.u32s(&np, "cell")?,
-        n.i32s(&np, "day")?,
-        n.f64s(&np, "best_response")?,
-        n.strs(&np, "group")?,
-        n.bools(&np, "spared")?,
+        n.u32s(np, "cell")?,
+        n.i32s(np, "day")?,
+        n.f64s(np, "best_response")?,
+        n.strs(np, "group")?,
+        n.bools(np, "spared")?,
     );
+    let days: Vec<i32> = day
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut neurons: BTreeMap<u32, Neuron> = BTreeMap::new();
     for r in 0..cell.len() {
         if !spared[r] || is_site.contains(&cell[r]) {
@@ -87,6 +114,7 @@ pub fn read_fov_spatial(
     Ok(Ok(FovSpatial {
         cohort: e.cohort,
         mouse: e.mouse.clone(),
+        days,
         neurons: neurons.into_values().collect(),
         sites,
         depth_known: positions.depth_known,
@@ -122,7 +150,7 @@ pub fn study_spatial(
             no_depth.push(mouse);
             continue;
         }
-        let mut neurons: Vec<Neuron> = fs.iter().flat_map(|f| f.neurons.clone()).collect();
+        let mut neurons: Vec<Neuron> = fs.iter().flat_map(|f| f.neurons_on(days)).collect();
         let sites: Vec<[f64; 3]> = fs.iter().flat_map(|f| f.sites.clone()).collect();
         spatial::normalise_by_group(&mut neurons, &baseline);
         let c = spatial::accumulate(&neurons, &sites, bins, nd);
@@ -167,6 +195,7 @@ mod tests {
         FovSpatial {
             cohort: Cohort::AblateResponsive,
             mouse: mouse.into(),
+            days: vec![5, 7],
             neurons: neuron
                 .map(|p| Neuron {
                     position: [p[0], p[1], z],
@@ -215,6 +244,19 @@ mod tests {
                 (7, 15.0, 1, 2.0),
                 (7, 40.0, 1, 2.0)
             ]
+        );
+    }
+
+    #[test]
+    fn a_fovs_days_are_placed_among_the_studys_days() {
+        // Imaged on days 5 and 9 only, in a study of days 5, 7 and 9.
+        let mut f = fov("m1", Some(150.0), Some([0.0, 0.0]), [20.0, 0.0]);
+        f.days = vec![5, 9];
+        let mut notes = Vec::new();
+        let t = study_spatial(vec![f], &[5, 7, 9], 5, &bins(), &mut notes);
+        assert_eq!(
+            pairs_per_bin(&t),
+            vec![(5, 15.0, 1, 1.0), (9, 15.0, 1, 2.0)]
         );
     }
 
