@@ -160,7 +160,7 @@ impl Registrar {
             None => raw,
         };
         let e = self.rigid.estimate(frame, &mut b.rigid);
-        let constant = e.peak == 0.0 && e.snr == 0.0;
+        let constant = e.is_constant();
         let margin = (e.x.abs().max(e.y.abs()).ceil() as usize + 2).min(w.min(h) / 4);
         let mut qc = InnerCorrelation::new(w, h, margin);
         let mut each_row = |y: usize, row: &[f32]| {

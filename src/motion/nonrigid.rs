@@ -242,6 +242,9 @@ pub struct BlockAligner {
     blocks: Vec<Correlator>,
     /// Per block, its evidence centroid less its centre (x, y), px.
     evidence: Vec<(f64, f64)>,
+    /// Per block, its shift at its centre as a combination of the measured shifts
+    /// of its neighbourhood (see [`referral_weights`]).
+    referral: Vec<Vec<(usize, f64)>>,
     snr_threshold: f64,
     width: usize,
 }
@@ -292,9 +295,11 @@ impl BlockAligner {
                 ));
             }
         }
+        let evidence = evidence_offsets(&grid, reference, w, h, smooth_sigma, taper_px);
         BlockAligner {
             plan: FieldPlan::for_grid(&grid, w, h),
-            evidence: evidence_offsets(&grid, reference, w, h, smooth_sigma, taper_px),
+            referral: referral_weights(&grid, &evidence),
+            evidence,
             grid,
             blocks,
             snr_threshold,
@@ -390,74 +395,110 @@ impl BlockAligner {
         shifts
     }
 
-    /// Move every block's shift from its evidence centroid to its centre:
-    /// `s − ∇s · offset`, with the gradient `∇s` of a plane fitted by least squares
-    /// to the shifts of the block's 3 × 3 neighbourhood, each placed at its own
-    /// evidence centroid (so a linear field comes back exactly). The block's own
-    /// measurement is kept; only the gradient comes from the neighbours.
+    /// Move every confident block's shift from its evidence centroid to its
+    /// centre with the weights of [`referral_weights`]. A block is left as
+    /// measured when it or a neighbour in its fit is weak (below the SNR
+    /// threshold: borrowed, flat or without a peak), since those values are
+    /// stand-ins, not measurements where the fit assumes them.
     fn refer_to_centres(&self, shifts: &mut [BlockShift]) {
-        let xs: Vec<f64> = shifts.iter().map(|s| s.x as f64).collect();
-        let ys: Vec<f64> = shifts.iter().map(|s| s.y as f64).collect();
-        for (k, s) in shifts.iter_mut().enumerate() {
-            let (ox, oy) = self.evidence[k];
-            let (gx, gy) = self.gradient(&xs, k);
-            s.x = (xs[k] - gx * ox - gy * oy) as f32;
-            let (gx, gy) = self.gradient(&ys, k);
-            s.y = (ys[k] - gx * ox - gy * oy) as f32;
-        }
-    }
-
-    /// The gradient at block `k` (per px along x, along y) of `values`, one per
-    /// block row-major, measured at the blocks' evidence centroids: a least-squares
-    /// plane through the 3 × 3 neighbourhood. Zero along an axis with one block,
-    /// and zero when the neighbourhood's centroids leave the plane undetermined.
-    fn gradient(&self, values: &[f64], k: usize) -> (f64, f64) {
-        let g = &self.grid;
-        let (nx, ny) = (g.x0.len(), g.y0.len());
-        let (bx, by) = (k % nx, k / nx);
-        let mut pts: Vec<(f64, f64, f64)> = Vec::with_capacity(9);
-        for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
-            for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
-                let n = j * nx + i;
-                let (ox, oy) = self.evidence[n];
-                pts.push((g.centre_x(i) + ox, g.centre_y(j) + oy, values[n]));
+        let measured = shifts.to_vec();
+        for (s, weights) in shifts.iter_mut().zip(&self.referral) {
+            if weights
+                .iter()
+                .any(|&(j, _)| (measured[j].snr as f64) < self.snr_threshold)
+            {
+                continue;
             }
+            let refer = |v: &dyn Fn(&BlockShift) -> f32| -> f32 {
+                let at = weights
+                    .iter()
+                    .map(|&(j, c)| c * v(&measured[j]) as f64)
+                    .sum::<f64>() as f32;
+                at
+            };
+            s.x = refer(&|b| b.x);
+            s.y = refer(&|b| b.y);
         }
-        plane_gradient(&pts, nx > 1, ny > 1)
     }
 }
 
-/// The (x, y) slopes of the least-squares plane through `(x, y, value)` points;
-/// a slope is held at zero where `free_x` / `free_y` is false, and both are zero
-/// when the points do not determine them.
-fn plane_gradient(pts: &[(f64, f64, f64)], free_x: bool, free_y: bool) -> (f64, f64) {
-    let n = pts.len() as f64;
-    let (mx, my, mv) = pts.iter().fold((0.0, 0.0, 0.0), |a, p| {
-        (a.0 + p.0 / n, a.1 + p.1 / n, a.2 + p.2 / n)
-    });
-    let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(x, y, v) in pts {
-        let (dx, dy, dv) = (x - mx, y - my, v - mv);
-        sxx += dx * dx;
-        sxy += dx * dy;
-        syy += dy * dy;
-        sxv += dx * dv;
-        syv += dy * dv;
-    }
-    let one = |s: f64, sv: f64| if s > 1e-9 { sv / s } else { 0.0 };
-    match (free_x, free_y) {
-        (true, true) => {
-            let det = sxx * syy - sxy * sxy;
-            if det > 1e-9 * sxx * syy && det > 0.0 {
-                ((syy * sxv - sxy * syv) / det, (sxx * syv - sxy * sxv) / det)
-            } else {
-                (0.0, 0.0)
+/// Per block, the weights that give its shift at its centre from the shifts
+/// measured at the evidence centroids of its 3 × 3 neighbourhood:
+/// `s_k − ∇s · (centroid_k − centre_k)`, with `∇s` the slopes of the
+/// least-squares plane through the neighbourhood's shifts placed at their
+/// centroids. The slopes are linear in the shifts, so this is a fixed weighted
+/// sum, worked out once per session; a linear field comes back exactly.
+///
+/// A slope is left out (held at zero) along an axis with one block, or where the
+/// neighbourhood's centroids spread (root mean square) less than an eighth of the
+/// block's side along it (neighbouring centres are at least a third of a side
+/// apart on any grid of more than one block along an axis that is not much
+/// larger than a block), so that measurement noise is never divided by a short
+/// distance (a frame barely larger than a block puts the centres a pixel apart);
+/// both are when the centroids lie too near a line to fix a plane. A block
+/// with no slope keeps its own shift: `[(k, 1)]`.
+fn referral_weights(grid: &BlockGrid, evidence: &[(f64, f64)]) -> Vec<Vec<(usize, f64)>> {
+    let (nx, ny) = (grid.x0.len(), grid.y0.len());
+    let (least_x, least_y) = (grid.size_x as f64 / 8.0, grid.size_y as f64 / 8.0);
+    (0..nx * ny)
+        .map(|k| {
+            let (bx, by) = (k % nx, k / nx);
+            let mut pts: Vec<(usize, f64, f64)> = Vec::with_capacity(9);
+            for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
+                for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
+                    let n = j * nx + i;
+                    let (ox, oy) = evidence[n];
+                    pts.push((n, grid.centre_x(i) + ox, grid.centre_y(j) + oy));
+                }
             }
-        }
-        (true, false) => (one(sxx, sxv), 0.0),
-        (false, true) => (0.0, one(syy, syv)),
-        (false, false) => (0.0, 0.0),
-    }
+            let count = pts.len() as f64;
+            let (mx, my) = pts
+                .iter()
+                .fold((0.0, 0.0), |a, p| (a.0 + p.1 / count, a.1 + p.2 / count));
+            let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+            for p in &pts {
+                let (dx, dy) = (p.1 - mx, p.2 - my);
+                sxx += dx * dx;
+                sxy += dx * dy;
+                syy += dy * dy;
+            }
+            let free_x = nx > 1 && sxx >= count * least_x * least_x;
+            let free_y = ny > 1 && syy >= count * least_y * least_y;
+            // Slope weights: ∇s = Σ_j (a_j, b_j)·s_j over the neighbourhood.
+            let slope_weights = |dx: f64, dy: f64| -> (f64, f64) {
+                match (free_x, free_y) {
+                    (true, true) => {
+                        let det = sxx * syy - sxy * sxy;
+                        if det > 0.1 * sxx * syy {
+                            ((syy * dx - sxy * dy) / det, (sxx * dy - sxy * dx) / det)
+                        } else {
+                            (0.0, 0.0)
+                        }
+                    }
+                    (true, false) => (dx / sxx, 0.0),
+                    (false, true) => (0.0, dy / syy),
+                    (false, false) => (0.0, 0.0),
+                }
+            };
+            let (ox, oy) = evidence[k];
+            let weights: Vec<(usize, f64)> = pts
+                .iter()
+                .map(|&(n, x, y)| {
+                    let (a, b) = slope_weights(x - mx, y - my);
+                    let own = if n == k { 1.0 } else { 0.0 };
+                    (n, own - ox * a - oy * b)
+                })
+                .collect();
+            if weights
+                .iter()
+                .all(|&(n, c)| c == if n == k { 1.0 } else { 0.0 })
+            {
+                vec![(k, 1.0)]
+            } else {
+                weights
+            }
+        })
+        .collect()
 }
 
 /// Per block of `grid`, where its correlation's evidence lies relative to its
@@ -478,6 +519,10 @@ fn evidence_offsets(
         .zip(&coarse)
         .map(|(a, b)| ((a - b) as f64).powi(2))
         .collect();
+    // A block with next to none of the frame's typical energy is flat: what it
+    // has leaks in from its neighbours' structure through the blur.
+    let flat_below = 1e-3 * energy.iter().sum::<f64>() / energy.len() as f64
+        * (grid.size_x * grid.size_y) as f64;
     let (tx, ty) = edge_taper_factors(grid.size_x, grid.size_y, taper_px);
     let mut out = Vec::with_capacity(grid.n_blocks());
     for &y0 in &grid.y0 {
@@ -492,7 +537,7 @@ fn evidence_offsets(
                     sy += m * y as f64;
                 }
             }
-            out.push(if sum > 0.0 && sum.is_finite() {
+            out.push(if sum > flat_below && sum.is_finite() {
                 (
                     sx / sum - (grid.size_x as f64 - 1.0) / 2.0,
                     sy / sum - (grid.size_y as f64 - 1.0) / 2.0,
@@ -545,12 +590,18 @@ mod tests {
         let (ox, oy) = aligner.evidence_offsets()[0];
         assert!(ox > 15.0 && ox < 25.0, "x offset {ox}");
         assert!(oy.abs() < 6.0, "y offset {oy}");
-        let flat = BlockAligner::new(&vec![100.0; w * h], w, h, 64, 4, 1.15, 1.2);
-        let (fx, fy) = flat.evidence_offsets()[0];
-        assert!(
-            fx.abs() < 1e-3 && fy.abs() < 1e-3,
-            "flat block: ({fx}, {fy})"
-        );
+        // The same along y: cells in the top third only.
+        let top: Vec<f32> = (0..w * h)
+            .map(|i| if i / w < 20 { cells[i] } else { 100.0 })
+            .collect();
+        let (ox, oy) = BlockAligner::new(&top, w, h, 64, 4, 1.15, 1.2).evidence_offsets()[0];
+        assert!(oy < -15.0 && oy > -25.0, "y offset {oy}");
+        assert!(ox.abs() < 6.0, "x offset {ox}");
+        // No structure at all, or no finite values: the centre.
+        for blank in [vec![0.0; w * h], vec![f32::NAN; w * h]] {
+            let flat = BlockAligner::new(&blank, w, h, 64, 4, 1.15, 1.2);
+            assert_eq!(flat.evidence_offsets()[0], (0.0, 0.0));
+        }
     }
 
     #[test]
@@ -559,18 +610,7 @@ mod tests {
         // lies off their centres; a linear field read at those centroids must come
         // back exactly to its values at the centres.
         let (w, h) = (160, 128);
-        let cells = crate::motion::rigid::tests::texture(w, h);
-        let reference: Vec<f32> = (0..w * h)
-            .map(|i| {
-                let (x, y) = (i % w, i / w);
-                if (x / 20 + y / 24) % 3 == 0 {
-                    cells[i]
-                } else {
-                    100.0
-                }
-            })
-            .collect();
-        let aligner = BlockAligner::new(&reference, w, h, 48, 4, 1.15, 1.2);
+        let aligner = BlockAligner::new(&banded(w, h), w, h, 48, 4, 1.15, 1.2);
         let g = &aligner.grid;
         let nx = g.x0.len();
         let field = |x: f64, y: f64| (0.3 + 0.012 * x - 0.008 * y, -0.2 + 0.006 * x + 0.01 * y);
@@ -600,6 +640,138 @@ mod tests {
         let after = error(&shifts);
         assert!(before > 0.05, "the offsets must matter: {before}");
         assert!(after < 1e-4, "largest error {before} -> {after}");
+    }
+
+    /// A reference with cells only in diagonal bands, so that most blocks'
+    /// evidence lies off their centres.
+    fn banded(w: usize, h: usize) -> Vec<f32> {
+        let cells = crate::motion::rigid::tests::texture(w, h);
+        (0..w * h)
+            .map(|i| {
+                if ((i % w) / 20 + (i / w) / 24).is_multiple_of(3) {
+                    cells[i]
+                } else {
+                    100.0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn referring_to_the_centres_brings_a_linearly_warped_frames_shifts_closer() {
+        // The frame is the reference displaced by a field that grows linearly
+        // across it, so each block reports the field where its cells are, up to a
+        // few tenths of a pixel from the value at its centre. (Both estimates share
+        // the taper's pull towards zero, a few per cent of the shift.)
+        let (w, h) = (192, 192);
+        let reference = banded(w, h);
+        let field = |x: f64, y: f64| (0.02 * (x - 96.0), -0.015 * (y - 96.0));
+        let (dx, dy): (Vec<f32>, Vec<f32>) = (0..w * h)
+            .map(|i| {
+                let (fx, fy) = field((i % w) as f64, (i / w) as f64);
+                (-fx as f32, -fy as f32)
+            })
+            .unzip();
+        let mut frame = vec![0.0; w * h];
+        crate::motion::interp::warp_image(&reference, w, h, &dx, &dy, &mut frame);
+        let referred = BlockAligner::new(&reference, w, h, 48, 4, 1.15, 1.2);
+        let mut as_measured = BlockAligner::new(&reference, w, h, 48, 4, 1.15, 1.2);
+        as_measured.referral = (0..as_measured.grid.n_blocks())
+            .map(|k| vec![(k, 1.0)])
+            .collect();
+        let rms_error = |a: &BlockAligner| -> f64 {
+            let shifts = a.estimate(&frame, &mut a.workspace());
+            let g = &a.grid;
+            let nx = g.x0.len();
+            let sq: f64 = shifts
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let (tx, ty) = field(g.centre_x(k % nx), g.centre_y(k / nx));
+                    (s.x as f64 - tx).powi(2) + (s.y as f64 - ty).powi(2)
+                })
+                .sum();
+            (sq / shifts.len() as f64).sqrt()
+        };
+        let (before, after) = (rms_error(&as_measured), rms_error(&referred));
+        // Measured: 0.194 -> 0.161 px; what remains is mostly the taper's pull.
+        assert!(
+            after < 0.9 * before,
+            "rms error at the centres {before} -> {after}"
+        );
+    }
+
+    #[test]
+    fn blocks_a_pixel_apart_keep_their_measured_shifts() {
+        // A 65 px frame with 64 px blocks: a 2 × 2 grid whose centres are 1 px
+        // apart, where a fitted gradient would be noise over a pixel.
+        let (w, h) = (65, 65);
+        let aligner = BlockAligner::new(&banded(w, h), w, h, 64, 4, 1.15, 1.2);
+        assert_eq!(aligner.grid.n_blocks(), 4);
+        let measured: Vec<BlockShift> = [0.1f32, -0.3, 0.25, 0.0]
+            .iter()
+            .map(|&v| BlockShift {
+                x: v,
+                y: -v,
+                snr: 3.0,
+            })
+            .collect();
+        let mut shifts = measured.clone();
+        aligner.refer_to_centres(&mut shifts);
+        assert_eq!(shifts, measured);
+    }
+
+    #[test]
+    fn a_single_row_of_blocks_is_referred_along_x_only() {
+        // One block row: the slope along y is held at zero, the one along x fitted.
+        let (w, h) = (160, 40);
+        let aligner = BlockAligner::new(&banded(w, h), w, h, 48, 4, 1.15, 1.2);
+        let g = &aligner.grid;
+        assert_eq!(g.y0.len(), 1);
+        let off = aligner.evidence_offsets();
+        assert!(off.iter().any(|o| o.0.abs() > 3.0));
+        let field = |x: f64| 0.3 + 0.01 * x;
+        let mut shifts: Vec<BlockShift> = (0..g.n_blocks())
+            .map(|k| BlockShift {
+                x: field(g.centre_x(k) + off[k].0) as f32,
+                y: 0.5,
+                snr: 3.0,
+            })
+            .collect();
+        aligner.refer_to_centres(&mut shifts);
+        for (k, s) in shifts.iter().enumerate() {
+            assert!(
+                (s.x as f64 - field(g.centre_x(k))).abs() < 1e-4,
+                "block {k}: {s:?}"
+            );
+            assert_eq!(s.y, 0.5);
+        }
+    }
+
+    #[test]
+    fn a_weak_neighbour_leaves_a_block_as_measured() {
+        let (w, h) = (160, 128);
+        let aligner = BlockAligner::new(&banded(w, h), w, h, 48, 4, 1.15, 1.2);
+        let n = aligner.grid.n_blocks();
+        let measured: Vec<BlockShift> = (0..n)
+            .map(|k| BlockShift {
+                x: 0.05 * k as f32,
+                y: -0.03 * k as f32,
+                snr: if k == 0 { 0.5 } else { 3.0 },
+            })
+            .collect();
+        let mut shifts = measured.clone();
+        aligner.refer_to_centres(&mut shifts);
+        // Block 0 is weak: it and the blocks whose fits include it keep their values;
+        // a block away from it does not.
+        let nx = aligner.grid.x0.len();
+        for k in [0, 1, nx, nx + 1] {
+            assert_eq!(shifts[k], measured[k], "block {k}");
+        }
+        let far = (0..n)
+            .find(|&k| (k % nx > 1 || k / nx > 1) && aligner.referral[k].len() > 1)
+            .expect("a referred block away from block 0");
+        assert_ne!(shifts[far], measured[far], "block {far}");
     }
 
     #[test]

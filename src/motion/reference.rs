@@ -180,11 +180,14 @@ pub fn refine_reference(
 /// mean deformation, an arbitrary one. Each round registers every sampled frame
 /// to the current reference, rigidly and block by block
 /// ([`super::nonrigid::BlockAligner`], as the main pass does), takes every block's
-/// mean absolute shift over the non-constant frames (`m`), warps the
-/// best-aligned half (by rigid peak) with their own block shifts less `m`, and
-/// averages them. The result is sharper block by block, and it sits at the
-/// sample's mean deformation, as the rigid refinement re-centres on the mean
-/// position: the nonrigid counterpart of that re-centring.
+/// mean total displacement over the non-constant frames whose rigid shift is
+/// not on the search bound (`m`), warps the best-aligned half (by rigid peak, at
+/// least two frames) with their own block displacements less `m`, and averages
+/// them. The result is sharper block by block, and it sits at the sample's mean
+/// deformation, as the rigid refinement re-centres on the mean position: the
+/// nonrigid counterpart of that re-centring. (The median instead of the mean
+/// left a larger static field error on the simulated warp: 0.166–0.214 px
+/// against 0.153–0.190.)
 ///
 /// `make` prepares the rigid correlator and the block aligner for a reference.
 pub fn refine_reference_nonrigid(
@@ -210,8 +213,8 @@ pub fn refine_reference_nonrigid(
                 },
                 |(ws, bw, tmp, moved), f| {
                     let e = corr.estimate(f, ws);
-                    if e.peak == 0.0 && e.snr == 0.0 {
-                        return None; // a constant frame: nothing to align
+                    if e.is_constant() {
+                        return None; // nothing to align
                     }
                     shift_image(f, w, h, e.x, e.y, tmp, moved);
                     Some((e, blocks.estimate(moved, bw)))
@@ -228,13 +231,21 @@ pub fn refine_reference_nonrigid(
             let (e, s) = estimates[i].as_ref().expect("usable frames have estimates");
             (e.x + s[k].x as f64, e.y + s[k].y as f64)
         };
-        let mean_shift: Vec<(f64, f64)> = (0..blocks.grid.n_blocks())
+        // The mean over the frames whose rigid shift was found inside the search
+        // bound: one on the bound is a failed registration and would pull it.
+        let measured: Vec<usize> = usable
+            .iter()
+            .copied()
+            .filter(|&i| estimates[i].as_ref().is_some_and(|(e, _)| !e.clamped))
+            .collect();
+        let centre: Vec<(f64, f64)> = (0..blocks.grid.n_blocks())
             .map(|k| {
-                let (sx, sy) = usable.iter().fold((0.0, 0.0), |acc, &i| {
+                let (sx, sy) = measured.iter().fold((0.0, 0.0), |a, &i| {
                     let (x, y) = absolute(i, k);
-                    (acc.0 + x, acc.1 + y)
+                    (a.0 + x, a.1 + y)
                 });
-                (sx / usable.len() as f64, sy / usable.len() as f64)
+                let n = measured.len().max(1) as f64;
+                (sx / n, sy / n)
             })
             .collect();
         let mut order = usable.clone();
@@ -247,10 +258,10 @@ pub fn refine_reference_nonrigid(
                 let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);
                 blocks
                     .plan
-                    .field_into(|k| (absolute(i, k).0 - mean_shift[k].0) as f32, &mut dx);
+                    .field_into(|k| (absolute(i, k).0 - centre[k].0) as f32, &mut dx);
                 blocks
                     .plan
-                    .field_into(|k| (absolute(i, k).1 - mean_shift[k].1) as f32, &mut dy);
+                    .field_into(|k| (absolute(i, k).1 - centre[k].1) as f32, &mut dy);
                 let mut out = vec![0.0; w * h];
                 warp_image(&frames[i], w, h, &dx, &dy, &mut out);
                 out

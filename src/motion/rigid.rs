@@ -41,6 +41,11 @@ impl Estimate {
         snr: 0.0,
         clamped: false,
     };
+
+    /// Whether this is [`Estimate::NONE`]'s "no evidence" (a constant frame).
+    pub fn is_constant(&self) -> bool {
+        self.peak == 0.0 && self.snr == 0.0
+    }
 }
 
 /// A separable cosine taper that is 1 inside and falls to 0 over `edge` pixels.
