@@ -54,6 +54,32 @@ fn mean_of(frames: &[&[f32]]) -> Vec<f32> {
     acc
 }
 
+/// Frames aligned by `align` at a time in parallel, in chunks of this many, so
+/// that only a chunk of aligned frames is held, not the whole kept sample.
+const ALIGN_CHUNK: usize = 16;
+
+/// The mean of `align(i)` over `indices` (each `len` values), the same as
+/// [`mean_of`] over them in that order, bit for bit: the aligned frames are made
+/// a chunk at a time in parallel and added in order.
+fn mean_aligned(
+    indices: &[usize],
+    len: usize,
+    align: impl Fn(usize) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let mut acc = vec![0.0f32; len];
+    for chunk in indices.chunks(ALIGN_CHUNK) {
+        let aligned: Vec<Vec<f32>> = chunk.par_iter().map(|&i| align(i)).collect();
+        for f in &aligned {
+            for (a, v) in acc.iter_mut().zip(f) {
+                *a += v;
+            }
+        }
+    }
+    let n = indices.len().max(1) as f32;
+    acc.iter_mut().for_each(|a| *a /= n);
+    acc
+}
+
 /// All pairwise dot products of the (binned, z-scored) frames, row-major n×n.
 /// One matrix product in faer: the frames × frames loop it replaces was a third of a
 /// short session's registration time. Sequential, so the sums do not depend on the
@@ -143,25 +169,20 @@ pub fn refine_reference(
         });
         let keep = (n * (1 + it) / (2 * iterations)).max(2).min(n);
         let chosen = &order[..keep];
-        let shifted: Vec<Vec<f32>> = chosen
-            .par_iter()
-            .map(|&i| {
-                let mut tmp = vec![0.0; w * h];
-                let mut out = vec![0.0; w * h];
-                shift_image(
-                    &frames[i],
-                    w,
-                    h,
-                    estimates[i].x,
-                    estimates[i].y,
-                    &mut tmp,
-                    &mut out,
-                );
-                out
-            })
-            .collect();
-        let refs: Vec<&[f32]> = shifted.iter().map(|v| v.as_slice()).collect();
-        let avg = mean_of(&refs);
+        let avg = mean_aligned(chosen, w * h, |i| {
+            let mut tmp = vec![0.0; w * h];
+            let mut out = vec![0.0; w * h];
+            shift_image(
+                &frames[i],
+                w,
+                h,
+                estimates[i].x,
+                estimates[i].y,
+                &mut tmp,
+                &mut out,
+            );
+            out
+        });
         // Re-centre on the chosen frames' mean position.
         let mx = chosen.iter().map(|&i| estimates[i].x).sum::<f64>() / keep as f64;
         let my = chosen.iter().map(|&i| estimates[i].y).sum::<f64>() / keep as f64;
@@ -252,23 +273,18 @@ pub fn refine_reference_nonrigid(
         let peak = |i: usize| estimates[i].as_ref().map_or(0.0, |(e, _)| e.peak);
         order.sort_by(|&a, &b| peak(b).total_cmp(&peak(a)).then(a.cmp(&b)));
         order.truncate((usable.len() / 2).max(2));
-        let warped: Vec<Vec<f32>> = order
-            .par_iter()
-            .map(|&i| {
-                let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);
-                blocks
-                    .plan
-                    .field_into(|k| (absolute(i, k).0 - centre[k].0) as f32, &mut dx);
-                blocks
-                    .plan
-                    .field_into(|k| (absolute(i, k).1 - centre[k].1) as f32, &mut dy);
-                let mut out = vec![0.0; w * h];
-                warp_image(&frames[i], w, h, &dx, &dy, &mut out);
-                out
-            })
-            .collect();
-        let refs: Vec<&[f32]> = warped.iter().map(|v| v.as_slice()).collect();
-        reference = mean_of(&refs);
+        reference = mean_aligned(&order, w * h, |i| {
+            let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);
+            blocks
+                .plan
+                .field_into(|k| (absolute(i, k).0 - centre[k].0) as f32, &mut dx);
+            blocks
+                .plan
+                .field_into(|k| (absolute(i, k).1 - centre[k].1) as f32, &mut dy);
+            let mut out = vec![0.0; w * h];
+            warp_image(&frames[i], w, h, &dx, &dy, &mut out);
+            out
+        });
     }
     reference
 }
@@ -277,6 +293,21 @@ pub fn refine_reference_nonrigid(
 mod tests {
     use super::*;
     use crate::motion::rigid::tests::texture;
+
+    #[test]
+    fn the_chunked_mean_is_the_plain_mean_bit_for_bit() {
+        let frames: Vec<Vec<f32>> = (0..(2 * ALIGN_CHUNK + 3))
+            .map(|i| {
+                (0..50)
+                    .map(|j| ((i * 37 + j * 11) % 23) as f32 * 0.37 + 0.1)
+                    .collect()
+            })
+            .collect();
+        let order: Vec<usize> = (0..frames.len()).rev().collect();
+        let refs: Vec<&[f32]> = order.iter().map(|&i| frames[i].as_slice()).collect();
+        let chunked = mean_aligned(&order, 50, |i| frames[i].clone());
+        assert_eq!(chunked, mean_of(&refs));
+    }
 
     #[test]
     fn the_nonrigid_reference_sits_at_the_samples_mean_deformation() {
