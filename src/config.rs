@@ -503,9 +503,8 @@ impl<'a> ManifestCheck<'a> {
         Ok(format!("{}/{pattern}", glob::Pattern::escape(dir)))
     }
 
-    /// A tiff entry without wildcards: the file must exist.
-    /// A `tiff` entry that names one file; None when it is missing and movies
-    /// are not required.
+    /// A `tiff` entry that names one file, which must exist; None when it is
+    /// missing and movies are not required.
     fn literal_tiff(&self, id: &str, rel: &str) -> Result<Option<PathBuf>> {
         let path = self.resolve(rel);
         if !path.exists() {

@@ -257,6 +257,8 @@ pub struct BlockWorkspace {
     estimates: Vec<Estimate>,
     /// A weak block's neighbourhood sum of correlation windows.
     borrowed: Vec<f32>,
+    /// The block shifts as measured, before [`BlockAligner::referred`].
+    measured: Vec<BlockShift>,
 }
 
 /// One block's shift relative to the rigid solution.
@@ -320,6 +322,7 @@ impl BlockAligner {
             surfaces: vec![Vec::new(); self.grid.n_blocks()],
             estimates: vec![Estimate::NONE; self.grid.n_blocks()],
             borrowed: Vec::new(),
+            measured: Vec::with_capacity(self.grid.n_blocks()),
         }
     }
 
@@ -357,68 +360,73 @@ impl BlockAligner {
             estimates: raw,
             surfaces,
             borrowed: acc,
+            measured,
             ..
         } = bw;
-        let mut shifts = (0..ny)
-            .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
-            .map(|(bx, by)| {
-                let k = by * nx + bx;
-                let e = if raw[k].snr >= self.snr_threshold {
-                    raw[k]
-                } else {
-                    // Borrow the neighbourhood's evidence: centre weight 1, edges ½, corners ¼.
-                    acc.clear();
-                    acc.resize(side * side, 0.0);
-                    for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
-                        for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
-                            let wgt = 1.0 / (1 << (i.abs_diff(bx) + j.abs_diff(by))) as f32;
-                            for (a, v) in acc.iter_mut().zip(&surfaces[j * nx + i]) {
-                                *a += wgt * v;
+        measured.clear();
+        measured.extend(
+            (0..ny)
+                .flat_map(|by| (0..nx).map(move |bx| (bx, by)))
+                .map(|(bx, by)| {
+                    let k = by * nx + bx;
+                    let e = if raw[k].snr >= self.snr_threshold {
+                        raw[k]
+                    } else {
+                        // Borrow the neighbourhood's evidence: centre weight 1, edges ½, corners ¼.
+                        acc.clear();
+                        acc.resize(side * side, 0.0);
+                        for j in by.saturating_sub(1)..=(by + 1).min(ny - 1) {
+                            for i in bx.saturating_sub(1)..=(bx + 1).min(nx - 1) {
+                                let wgt = 1.0 / (1 << (i.abs_diff(bx) + j.abs_diff(by))) as f32;
+                                for (a, v) in acc.iter_mut().zip(&surfaces[j * nx + i]) {
+                                    *a += wgt * v;
+                                }
                             }
                         }
+                        if acc.iter().all(|&v| v == 0.0) {
+                            // Nothing around it to borrow from either: keep the rigid shift.
+                            Estimate::NONE
+                        } else {
+                            peak_of_window(acc, half, m, m)
+                        }
+                    };
+                    BlockShift {
+                        x: e.x as f32,
+                        y: e.y as f32,
+                        snr: raw[k].snr.min(1e6) as f32,
                     }
-                    if acc.iter().all(|&v| v == 0.0) {
-                        // Nothing around it to borrow from either: keep the rigid shift.
-                        Estimate::NONE
-                    } else {
-                        peak_of_window(acc, half, m, m)
-                    }
-                };
-                BlockShift {
-                    x: e.x as f32,
-                    y: e.y as f32,
-                    snr: raw[k].snr.min(1e6) as f32,
-                }
-            })
-            .collect::<Vec<_>>();
-        self.refer_to_centres(&mut shifts);
-        shifts
+                }),
+        );
+        self.referred(measured)
     }
 
-    /// Move every confident block's shift from its evidence centroid to its
+    /// Every confident block's shift moved from its evidence centroid to its
     /// centre with the weights of [`referral_weights`]. A block is left as
     /// measured when it or a neighbour in its fit is weak (below the SNR
     /// threshold: borrowed, flat or without a peak), since those values are
     /// stand-ins, not measurements where the fit assumes them.
-    fn refer_to_centres(&self, shifts: &mut [BlockShift]) {
-        let measured = shifts.to_vec();
-        for (s, weights) in shifts.iter_mut().zip(&self.referral) {
-            if weights
-                .iter()
-                .any(|&(j, _)| (measured[j].snr as f64) < self.snr_threshold)
-            {
-                continue;
-            }
-            let refer = |v: &dyn Fn(&BlockShift) -> f32| -> f32 {
-                let at = weights
-                    .iter()
-                    .map(|&(j, c)| c * v(&measured[j]) as f64)
-                    .sum::<f64>() as f32;
-                at
-            };
-            s.x = refer(&|b| b.x);
-            s.y = refer(&|b| b.y);
-        }
+    fn referred(&self, measured: &[BlockShift]) -> Vec<BlockShift> {
+        measured
+            .iter()
+            .zip(&self.referral)
+            .map(|(&s, weights)| {
+                let weak = |j: usize| (measured[j].snr as f64) < self.snr_threshold;
+                if weights.iter().any(|&(j, _)| weak(j)) {
+                    return s;
+                }
+                let (x, y) = weights.iter().fold((0.0, 0.0), |a, &(j, c)| {
+                    (
+                        a.0 + c * measured[j].x as f64,
+                        a.1 + c * measured[j].y as f64,
+                    )
+                });
+                BlockShift {
+                    x: x as f32,
+                    y: y as f32,
+                    ..s
+                }
+            })
+            .collect()
     }
 }
 
@@ -636,7 +644,7 @@ mod tests {
                 .fold(0.0, f64::max)
         };
         let before = error(&shifts);
-        aligner.refer_to_centres(&mut shifts);
+        shifts = aligner.referred(&shifts);
         let after = error(&shifts);
         assert!(before > 0.05, "the offsets must matter: {before}");
         assert!(after < 1e-4, "largest error {before} -> {after}");
@@ -717,7 +725,7 @@ mod tests {
             })
             .collect();
         let mut shifts = measured.clone();
-        aligner.refer_to_centres(&mut shifts);
+        shifts = aligner.referred(&shifts);
         assert_eq!(shifts, measured);
     }
 
@@ -738,7 +746,7 @@ mod tests {
                 snr: 3.0,
             })
             .collect();
-        aligner.refer_to_centres(&mut shifts);
+        shifts = aligner.referred(&shifts);
         for (k, s) in shifts.iter().enumerate() {
             assert!(
                 (s.x as f64 - field(g.centre_x(k))).abs() < 1e-4,
@@ -761,7 +769,7 @@ mod tests {
             })
             .collect();
         let mut shifts = measured.clone();
-        aligner.refer_to_centres(&mut shifts);
+        shifts = aligner.referred(&shifts);
         // Block 0 is weak: it and the blocks whose fits include it keep their values;
         // a block away from it does not.
         let nx = aligner.grid.x0.len();

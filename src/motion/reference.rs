@@ -254,18 +254,22 @@ pub fn refine_reference_nonrigid(
         };
         // The mean over the frames whose rigid shift was found inside the search
         // bound: one on the bound is a failed registration and would pull it.
-        let measured: Vec<usize> = usable
+        // (Should every frame lie on the bound, all of them count.)
+        let mut measured: Vec<usize> = usable
             .iter()
             .copied()
             .filter(|&i| estimates[i].as_ref().is_some_and(|(e, _)| !e.clamped))
             .collect();
+        if measured.is_empty() {
+            measured = usable.clone();
+        }
         let centre: Vec<(f64, f64)> = (0..blocks.grid.n_blocks())
             .map(|k| {
                 let (sx, sy) = measured.iter().fold((0.0, 0.0), |a, &i| {
                     let (x, y) = absolute(i, k);
                     (a.0 + x, a.1 + y)
                 });
-                let n = measured.len().max(1) as f64;
+                let n = measured.len() as f64;
                 (sx / n, sy / n)
             })
             .collect();
