@@ -77,6 +77,16 @@ fn measure_name(k: usize) -> &'static str {
     }
 }
 
+/// The index of the measure called `name` in a [`Measures`] row, so that rows
+/// are written by name, not by an offset that must match the lists' order.
+fn slot(name: &str) -> usize {
+    MAP_MEASURES
+        .iter()
+        .chain(&NEURON_MEASURES)
+        .position(|m| *m == name)
+        .unwrap_or_else(|| panic!("'{name}' is not a study measure"))
+}
+
 type Measures = [f64; N_MEASURES];
 
 /// One FOV's measures per day.
@@ -350,7 +360,6 @@ fn read_turnover(
     skipped: &mut Unnormalisable,
     missing: &mut BTreeSet<usize>,
 ) -> Result<()> {
-    let o = MAP_MEASURES.len();
     if !(e.run.join("stability.parquet").exists() && e.run.join("drift.parquet").exists()) {
         missing.insert(i);
         return Ok(());
@@ -364,7 +373,7 @@ fn read_turnover(
     );
     for r in 0..into.len() {
         let row = days.entry(into[r]).or_insert([f64::NAN; N_MEASURES]);
-        row[o + 9] = ratio(stability[r], base, "stability", i, skipped);
+        row[slot("stability")] = ratio(stability[r], base, "stability", i, skipped);
     }
     // Normalised here to the study's baseline, as the maps are (the run takes a
     // FOV without an ablation to be all baseline); the reference session, whose
@@ -382,7 +391,7 @@ fn read_turnover(
     );
     for r in (0..day.len()).filter(|&r| !reference[r]) {
         let row = days.entry(day[r]).or_insert([f64::NAN; N_MEASURES]);
-        row[o + 10] = ratio(corr[r], base, "tuning_corr_day", i, skipped);
+        row[slot("tuning_corr_day")] = ratio(corr[r], base, "tuning_corr_day", i, skipped);
     }
     Ok(())
 }
@@ -461,12 +470,11 @@ fn read_fov(
         .collect();
     for (d, v) in &raw {
         let row = days.entry(*d).or_insert([f64::NAN; N_MEASURES]);
-        let o = MAP_MEASURES.len();
-        for k in 0..4 {
-            row[o + k] = ratio(v[k], base[k], NEURON_MEASURES[k], i, skipped);
+        for (k, name) in NEURON_MEASURES[..4].iter().enumerate() {
+            row[slot(name)] = ratio(v[k], base[k], name, i, skipped);
         }
-        row[o + 4] = v[4] - base[4];
-        row[o + 8] = ratio(v[5], base[5], "ei_ratio", i, skipped);
+        row[slot("tuning_width_a_change")] = v[4] - base[4];
+        row[slot("ei_ratio")] = ratio(v[5], base[5], "ei_ratio", i, skipped);
     }
     read_turnover(i, e, &mut days, is_baseline, skipped, missing)?;
     let (cp, c) = run_table(i, e, "correlation_summary")?;
@@ -477,13 +485,13 @@ fn read_fov(
     );
     for r in 0..cd.len() {
         let k = match set[r].as_str() {
-            "A-A" => 5,
-            "A-B" => 6,
-            "B-B" => 7,
+            "A-A" => slot("high_sc_change_aa"),
+            "A-B" => slot("high_sc_change_ab"),
+            "B-B" => slot("high_sc_change_bb"),
             _ => continue,
         };
         let row = days.entry(cd[r]).or_insert([f64::NAN; N_MEASURES]);
-        row[MAP_MEASURES.len() + k] = change[r];
+        row[k] = change[r];
     }
     Ok(Fov {
         cohort: e.cohort,
@@ -978,6 +986,13 @@ pub fn cohort_map_means(path: &Path) -> Result<BTreeMap<(String, i32), [f64; 3]>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_measure_has_its_own_slot() {
+        for k in 0..N_MEASURES {
+            assert_eq!(slot(measure_name(k)), k);
+        }
+    }
 
     #[test]
     fn ei_ratio_sums_best_responses_by_type() {
