@@ -265,15 +265,54 @@ fn check_turnover(out: &Path) {
         st.u32s(&sp, "n_both").unwrap(),
         st.f64s(&sp, "stability").unwrap(),
     );
+    let (n_cells, n_ra, n_rb, union) = (
+        st.u32s(&sp, "n_cells").unwrap(),
+        st.u32s(&sp, "n_responsive_a").unwrap(),
+        st.u32s(&sp, "n_responsive_b").unwrap(),
+        st.f64s(&sp, "stability_union").unwrap(),
+    );
     assert_eq!(st.n_rows(), 2, "consecutive pairs of three sessions");
+    assert!(
+        n_both.iter().any(|&n| n > 0),
+        "no cell stays responsive: {n_both:?}"
+    );
+    // A ratio, NaN where its denominator is zero.
+    let same = |got: f64, num: usize, den: usize| {
+        if den == 0 {
+            got.is_nan()
+        } else {
+            (got - num as f64 / den as f64).abs() < 1e-12
+        }
+    };
     for r in 0..st.n_rows() {
         let (ra, rb) = (responsive_in(&a[r]), responsive_in(&b[r]));
-        let n_a = ra.values().filter(|&&x| x).count();
-        let both = ra.iter().filter(|(c, &x)| x && rb[c]).count();
-        assert_eq!(n_both[r] as usize, both);
-        if n_a > 0 {
-            assert!((stab[r] - both as f64 / n_a as f64).abs() < 1e-12);
-        }
+        let common: Vec<(bool, bool)> = ra
+            .iter()
+            .filter_map(|(c, &x)| rb.get(c).map(|&y| (x, y)))
+            .collect();
+        let count = |f: &dyn Fn(&(bool, bool)) -> bool| common.iter().filter(|p| f(p)).count();
+        let (n_a, n_b) = (count(&|p| p.0), count(&|p| p.1));
+        let (both, either) = (count(&|p| p.0 && p.1), count(&|p| p.0 || p.1));
+        assert!(
+            n_a > 0,
+            "{} -> {}: no responsive cell to follow",
+            a[r],
+            b[r]
+        );
+        assert_eq!(
+            (
+                n_cells[r] as usize,
+                n_ra[r] as usize,
+                n_rb[r] as usize,
+                n_both[r] as usize
+            ),
+            (common.len(), n_a, n_b, both),
+            "{} -> {}",
+            a[r],
+            b[r]
+        );
+        assert!(same(stab[r], both, n_a), "{}: {}", a[r], stab[r]);
+        assert!(same(union[r], both, either), "{}: {}", a[r], union[r]);
     }
     // Group B′ (SCIENCE.md §3.6): in group B, never responsive on days 3 and 5,
     // responsive on day 7 (after the ablation).
@@ -301,6 +340,9 @@ fn check_turnover(out: &Path) {
             assert_eq!(group[r], "B");
         }
     }
+    // Some cell is B′, so the recount above compared true values as well as false
+    // ones (in this small experiment every group-B cell happens to be B′ too).
+    assert!(strict.iter().any(|&x| x), "no B′ cell");
     // Drift: the reference session is the last before the ablation (d5); its
     // correlation with itself is 1, and the table's mean over the
     // reference-responsive cells matches neurons.parquet.
@@ -316,6 +358,10 @@ fn check_turnover(out: &Path) {
         .filter(|&r| session[r] == "d5")
         .map(|r| (cell[r], half[r]))
         .collect();
+    assert!(
+        dn.iter().all(|&n| n > 0),
+        "drift rows without cells: {dn:?}"
+    );
     for k in 0..d.n_rows() {
         let v: Vec<f64> = (0..cell.len())
             .filter(|&r| session[r] == ds[k] && reference.get(&cell[r]) == Some(&true))
