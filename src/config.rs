@@ -892,10 +892,17 @@ pub struct DetectParams {
     pub min_event_sd: f64,
     /// Also find cells in the enhanced mean image (anatomy) that never fire.
     pub anatomy: bool,
-    /// Anatomical candidates must exceed the blob map's median by this many robust s.d.
+    /// Anatomical candidates, bright or dark, must exceed their blob map's median by
+    /// this many robust s.d.
     pub anatomy_threshold: f64,
+    /// Whether anatomical cells are also sought as dark somata (see [`DarkSomata`]).
+    pub dark_somata: DarkSomata,
+    /// Dark somata must be round: the ratio of the Hessian's curvatures at most this.
+    pub max_elongation: f64,
     /// `is_cell` needs at least this signal-to-noise ratio (active ROIs).
     pub min_snr: f64,
+    /// `is_cell` needs a binned trace skewed above this (active ROIs).
+    pub min_skewness: f64,
     /// `is_cell` needs at most this compactness (1 = a disc).
     pub max_compactness: f64,
     /// `is_cell` needs npix within these fractions of a disc of the cell diameter.
@@ -917,7 +924,10 @@ impl Default for DetectParams {
             min_event_sd: 6.0,
             anatomy: true,
             anatomy_threshold: 2.0,
+            dark_somata: DarkSomata::Auto,
+            max_elongation: 2.0,
             min_snr: 3.0,
+            min_skewness: 0.0,
             max_compactness: 1.6,
             min_size_fraction: 0.15,
             max_size_fraction: 3.0,
@@ -951,8 +961,20 @@ impl DetectParams {
             ));
         }
         positive("anatomy_threshold", self.anatomy_threshold)?;
+        if !(self.max_elongation >= 1.0) {
+            return Err(format!(
+                "max_elongation = {}; must be at least 1",
+                self.max_elongation
+            ));
+        }
         non_negative("min_event_sd", self.min_event_sd)?;
         non_negative("min_snr", self.min_snr)?;
+        if !self.min_skewness.is_finite() {
+            return Err(format!(
+                "min_skewness = {}; must be a number",
+                self.min_skewness
+            ));
+        }
         if !(self.max_compactness >= 1.0) {
             return Err(format!(
                 "max_compactness = {}; must be at least 1",
@@ -968,6 +990,21 @@ impl DetectParams {
         }
         Ok(())
     }
+}
+
+/// When the anatomical search also looks for dark somata, cells darker than the
+/// neuropil around them (an indicator kept out of the nucleus, or a soma that holds
+/// less of it than the dense neuropil).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DarkSomata {
+    /// When enough of the session's active cells are darker at their centre than
+    /// around it (see `detect::anatomy::DARK_FIELD_FRACTION`).
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// Running baseline used for ΔF/F.
@@ -2566,6 +2603,28 @@ cohort = "control"
             msg.starts_with("line 2,") && msg.contains("invalid type"),
             "{msg}"
         );
+        let msg = error("[detect]\ndark_somata = \"sometimes\"\n");
+        assert!(
+            msg.starts_with("line 2,") && msg.contains("unknown variant `sometimes`"),
+            "{msg}"
+        );
+        assert_eq!(
+            error("[detect]\nmax_elongation = 0.5\n"),
+            "detect.max_elongation = 0.5; must be at least 1"
+        );
+        assert_eq!(
+            error("[detect]\nmin_skewness = nan\n"),
+            "detect.min_skewness = NaN; must be a number"
+        );
+        let on = |text: &str| {
+            fx.write("ok.toml", text);
+            load_params(Some(&fx.path("ok.toml")))
+                .unwrap()
+                .detect
+                .dark_somata
+        };
+        assert_eq!(on("[detect]\ndark_somata = \"on\"\n"), DarkSomata::On);
+        assert_eq!(on("[detect]\ndark_somata = \"off\"\n"), DarkSomata::Off);
         let msg = error("[ingest]\nbatch = 3\n");
         assert!(msg.contains("unknown field `batch`"), "{msg}");
         let msg = error("[ingestion]\n");

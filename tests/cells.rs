@@ -86,6 +86,13 @@ fn rois_and_traces_match_the_truth_on_a_small_simulation() {
     for img in ["max", "correlation", "enhanced"] {
         assert!(out.join(format!("images/d5_{img}.tif")).exists(), "{img}");
     }
+    // The simulator's somata are bright: no session is taken for a dark-soma field.
+    let dp = out.join("detection.parquet");
+    let det = read_table(&dp).unwrap();
+    assert_eq!(det.bools(&dp, "dark_search").unwrap(), vec![false; 3]);
+    for &f in det.f32s(&dp, "dark_centre_fraction").unwrap() {
+        assert!(f.is_nan() || f < 0.2, "dark centre fraction {f}");
+    }
 }
 
 #[test]
@@ -277,15 +284,13 @@ fn a_structural_channel_gives_a_corrected_mean_bright_at_the_cells() {
     };
     let s = simulate::simulate(&cfg, 8, &exp, false, &NoProgress).unwrap();
     let out = dir.path().join("run");
-    run(
-        &s.manifest,
-        &out,
-        &Params::default(),
-        None,
-        None,
-        &NoProgress,
-    )
-    .unwrap();
+    // Dark somata forced on: never sought where a structural channel shows nuclei.
+    let mut params = Params::default();
+    params.detect.dark_somata = cortexmap::config::DarkSomata::On;
+    run(&s.manifest, &out, &params, None, None, &NoProgress).unwrap();
+    let dp = out.join("detection.parquet");
+    let det = read_table(&dp).unwrap();
+    assert!(det.bools(&dp, "dark_search").unwrap().iter().all(|&d| !d));
     let img_path = out.join("images/d5_structural_mean.tif");
     let mut reader = cortexmap::io::tiff::TiffPageReader::open(&img_path).unwrap();
     let mut img = vec![0f32; cfg.width * cfg.height];
@@ -330,8 +335,28 @@ fn neurofinder_crop_beats_the_peers_f1() {
     run(&manifest, &out, &Params::default(), None, None, &NoProgress).unwrap();
     let s = cortexmap::score::cells::score_regions(&nf.join("regions_crop.json"), &out, None, 5.0)
         .unwrap();
-    // Suite2p 0.25 and CaImAn 0.36 on these labels (../shared/peers/README.md).
-    assert!(s.cells.4 > 0.40, "F1 {:?}", s.cells);
+    // Suite2p 0.25 and CaImAn 0.36 on these labels (../shared/peers/README.md);
+    // the dark-soma search lifts cortexmap from 0.41 to 0.60.
+    assert!(s.cells.4 > 0.55, "F1 {:?}", s.cells);
+    let dp = out.join("detection.parquet");
+    let det = read_table(&dp).unwrap();
+    assert_eq!(det.bools(&dp, "dark_search").unwrap(), vec![true]);
+    assert!(det.f32s(&dp, "dark_centre_fraction").unwrap()[0] >= 0.2);
+    // Without the dark search the anatomical cells are the bright ones only, and
+    // the score falls back.
+    let mut off = Params::default();
+    off.detect.dark_somata = cortexmap::config::DarkSomata::Off;
+    let out_off = dir.path().join("run-off");
+    run(&manifest, &out_off, &off, None, None, &NoProgress).unwrap();
+    let s_off =
+        cortexmap::score::cells::score_regions(&nf.join("regions_crop.json"), &out_off, None, 5.0)
+            .unwrap();
+    assert!(
+        s.cells.4 > s_off.cells.4 + 0.1,
+        "{:?} vs {:?}",
+        s.cells,
+        s_off.cells
+    );
 }
 
 #[test]

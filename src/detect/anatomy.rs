@@ -88,18 +88,17 @@ pub fn find_candidates(
 ) -> Vec<Candidate> {
     let sigma = diameter / (2.0 * std::f64::consts::SQRT_2);
     let blob = blob_response(enhanced, width, height, sigma);
-    let vals = valid_values(&blob, width, valid, 0);
-    let median = quantile(vals.clone(), 0.5);
-    let mad = quantile(vals.iter().map(|v| (v - median).abs()).collect(), 0.5);
-    let sd = (1.4826 * mad).max(1e-6);
-    let level = median + threshold as f32 * sd;
+    let z = robust_z(&blob, width, valid);
     let r_peak = (diameter / 2.0).max(1.0);
     let mut peaks: Vec<(usize, f32)> = Vec::new();
     for y in valid.y0..valid.y1 {
         for x in valid.x0..valid.x1 {
             let p = y * width + x;
-            if blob[p] > level && !occupied[p] && is_local_max(&blob, width, height, x, y, r_peak) {
-                peaks.push((p, blob[p]));
+            if z[p] > threshold as f32
+                && !occupied[p]
+                && is_local_max(&blob, width, height, x, y, r_peak)
+            {
+                peaks.push((p, z[p]));
             }
         }
     }
@@ -122,7 +121,7 @@ pub fn find_candidates(
             pixels,
             weights,
             peak: (x, y),
-            z: (v - median) / sd,
+            z: v,
         });
     }
     out
@@ -152,6 +151,239 @@ fn is_local_max(img: &[f32], width: usize, height: usize, x: usize, y: usize, r:
         }
     }
     true
+}
+
+/// `dark_somata = "auto"` seeks dark somata when at least this share of the active
+/// cells is darker at its centre than around it: in neurofinder's GCaMP6 crop 31 %
+/// are, in the simulator's sessions (bright somata) none.
+pub const DARK_FIELD_FRACTION: f64 = 0.2;
+/// ... judged on at least this many active cells.
+pub const DARK_FIELD_MIN_CELLS: usize = 10;
+
+/// Cell diameters, as fractions of the soma's, at which dark somata are sought: a
+/// soma whose nucleus holds no indicator shows a dark core smaller than the cell, a
+/// soma darker than the neuropil around it a core as large as the cell.
+const DARK_SCALES: [f64; 5] = [0.5, 0.595, 0.707, 0.841, 1.0];
+
+/// Dark somata: scale-space minima of the enhanced mean image, found as maxima of
+/// the difference-of-Gaussians response of the negated image over the
+/// [`DARK_SCALES`] (Lindeberg's scale-space blob detection, as for bright blobs,
+/// each scale's map in robust s.d. above its median). A minimum must beat its
+/// neighbours within 0.3 diameters at its own and the adjacent scales, exceed
+/// `threshold`, and be round: the Hessian of the image smoothed at its scale must
+/// have both curvatures of one sign with a ratio of at most `max_elongation` — a
+/// vessel or the gap along a dendrite curves along one axis only. Candidates are
+/// taken strongest first, at least 0.6 diameters apart and off `occupied`; each
+/// footprint is the free disc of the cell's diameter around the minimum, with equal
+/// weights, since the cell's signal comes from the cytoplasm around the dark core.
+///
+/// Neurofinder's labelled somata in GCaMP6 data (`../shared/data/real`) are mostly
+/// such dark spots; see docs/detection.md for what this search finds there.
+#[allow(clippy::too_many_arguments)]
+pub fn find_dark_candidates(
+    enhanced: &[f32],
+    width: usize,
+    height: usize,
+    diameter: f64,
+    threshold: f64,
+    max_elongation: f64,
+    valid: Rect,
+    occupied: &[bool],
+) -> Vec<Candidate> {
+    let negated: Vec<f32> = enhanced.iter().map(|v| -v).collect();
+    let sigmas: Vec<f64> = DARK_SCALES
+        .iter()
+        .map(|f| f * diameter / (2.0 * std::f64::consts::SQRT_2))
+        .collect();
+    let maps: Vec<Vec<f32>> = sigmas
+        .iter()
+        .map(|&s| robust_z(&blob_response(&negated, width, height, s), width, valid))
+        .collect();
+    let reach = (0.3 * diameter).max(1.0);
+    let mut found: Vec<(f32, usize, usize)> = Vec::new();
+    for (i, map) in maps.iter().enumerate() {
+        let smoothed = gaussian_blur(&negated, width, height, sigmas[i]);
+        for y in valid.y0..valid.y1 {
+            for x in valid.x0..valid.x1 {
+                let p = y * width + x;
+                let z = map[p];
+                if !(z > threshold as f32) || occupied[p] {
+                    continue;
+                }
+                let beats_scales = [i.wrapping_sub(1), i + 1]
+                    .iter()
+                    .filter_map(|&j| maps.get(j))
+                    .all(|m| disc_max(m, width, height, x, y, reach) <= z);
+                if beats_scales
+                    && is_local_max(map, width, height, x, y, reach)
+                    && is_round(&smoothed, width, height, x, y, max_elongation)
+                {
+                    found.push((z, i, p));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut taken = occupied.to_vec();
+    let mut peaks: Vec<(usize, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for (z, _, p) in found {
+        let (x, y) = (p % width, p / width);
+        let spaced = peaks
+            .iter()
+            .all(|&(u, v)| (u as f64 - x as f64).hypot(v as f64 - y as f64) >= 0.6 * diameter);
+        if taken[p] || !spaced {
+            continue;
+        }
+        let pixels = free_disc(width, (x, y), diameter / 2.0, valid, &taken);
+        for &q in &pixels {
+            taken[q as usize] = true;
+        }
+        peaks.push((x, y));
+        out.push(Candidate {
+            weights: vec![1.0; pixels.len()],
+            pixels,
+            peak: (x, y),
+            z,
+        });
+    }
+    out
+}
+
+/// The map in robust s.d. above its median over the valid box.
+fn robust_z(map: &[f32], width: usize, valid: Rect) -> Vec<f32> {
+    let vals = valid_values(map, width, valid, 0);
+    let median = quantile(vals.clone(), 0.5);
+    let mad = quantile(vals.iter().map(|v| (v - median).abs()).collect(), 0.5);
+    let sd = (1.4826 * mad).max(1e-6);
+    map.iter().map(|v| (v - median) / sd).collect()
+}
+
+/// Largest value within radius `r` of (x, y).
+fn disc_max(img: &[f32], width: usize, height: usize, x: usize, y: usize, r: f64) -> f32 {
+    let ri = r.ceil() as isize;
+    let mut best = f32::NEG_INFINITY;
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if nx >= 0
+                && ny >= 0
+                && (nx as usize) < width
+                && (ny as usize) < height
+                && ((dx * dx + dy * dy) as f64) <= r * r
+            {
+                best = best.max(img[ny as usize * width + nx as usize]);
+            }
+        }
+    }
+    best
+}
+
+/// Whether `img` has a round maximum at (x, y): both eigenvalues of its Hessian
+/// (central differences) negative, the larger in magnitude at most `max_ratio`
+/// times the smaller.
+fn is_round(img: &[f32], width: usize, height: usize, x: usize, y: usize, max_ratio: f64) -> bool {
+    if width < 3 || height < 3 {
+        return false;
+    }
+    let (x, y) = (x.clamp(1, width - 2), y.clamp(1, height - 2));
+    let at = |dx: isize, dy: isize| {
+        img[(y as isize + dy) as usize * width + (x as isize + dx) as usize] as f64
+    };
+    let hxx = at(1, 0) - 2.0 * at(0, 0) + at(-1, 0);
+    let hyy = at(0, 1) - 2.0 * at(0, 0) + at(0, -1);
+    let hxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4.0;
+    let half_trace = (hxx + hyy) / 2.0;
+    let spread = (((hxx - hyy) / 2.0).powi(2) + hxy * hxy).sqrt();
+    let (flat, steep) = (half_trace + spread, half_trace - spread);
+    flat < 0.0 && steep / flat <= max_ratio
+}
+
+/// Pixels of the valid box within `radius` of the centre and not taken, ascending.
+fn free_disc(
+    width: usize,
+    (cx, cy): (usize, usize),
+    radius: f64,
+    valid: Rect,
+    taken: &[bool],
+) -> Vec<u32> {
+    let ri = radius.ceil() as isize;
+    let mut pixels = Vec::new();
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            let (x, y) = (cx as isize + dx, cy as isize + dy);
+            if x < valid.x0 as isize
+                || y < valid.y0 as isize
+                || x >= valid.x1 as isize
+                || y >= valid.y1 as isize
+                || ((dx * dx + dy * dy) as f64) > radius * radius
+            {
+                continue;
+            }
+            let q = y as usize * width + x as usize;
+            if !taken[q] {
+                pixels.push(q as u32);
+            }
+        }
+    }
+    pixels
+}
+
+/// The fraction of `centroids` (active cells) whose centre, within a quarter
+/// diameter, is darker in the enhanced mean than the ring between a half and one
+/// diameter around it; `None` with fewer than `min_cells` centroids inside the
+/// frame. A field where a good share of the firing cells look dark at their centre
+/// is one whose silent cells will look dark too.
+pub fn dark_centre_fraction(
+    enhanced: &[f32],
+    width: usize,
+    height: usize,
+    diameter: f64,
+    centroids: &[(f64, f64)],
+    min_cells: usize,
+) -> Option<f64> {
+    let dark: Vec<bool> = centroids
+        .iter()
+        .filter_map(|&c| centre_minus_ring(enhanced, width, height, diameter, c))
+        .map(|contrast| contrast < 0.0)
+        .collect();
+    (dark.len() >= min_cells.max(1))
+        .then(|| dark.iter().filter(|&&d| d).count() as f64 / dark.len() as f64)
+}
+
+/// Mean of the disc of radius d/4 around `c` minus the mean of the ring
+/// d/2 < r ≤ d; `None` when either holds no finite pixel of the frame.
+fn centre_minus_ring(
+    img: &[f32],
+    width: usize,
+    height: usize,
+    diameter: f64,
+    (cx, cy): (f64, f64),
+) -> Option<f64> {
+    let ri = diameter.ceil() as isize;
+    let (x0, y0) = (cx.round() as isize, cy.round() as isize);
+    let (mut centre, mut nc, mut ring, mut nr) = (0f64, 0usize, 0f64, 0usize);
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            let (x, y) = (x0 + dx, y0 + dy);
+            if x < 0 || y < 0 || x as usize >= width || y as usize >= height {
+                continue;
+            }
+            let v = img[y as usize * width + x as usize] as f64;
+            if !v.is_finite() {
+                continue;
+            }
+            let r = (x as f64 - cx).hypot(y as f64 - cy);
+            if r <= diameter / 4.0 {
+                centre += v;
+                nc += 1;
+            } else if r > diameter / 2.0 && r <= diameter {
+                ring += v;
+                nr += 1;
+            }
+        }
+    }
+    (nc > 0 && nr > 0).then(|| centre / nc as f64 - ring / nr as f64)
 }
 
 /// Pixels within `radius` of the peak, connected to it, above a third of its value
@@ -264,5 +496,118 @@ mod tests {
             assert!(near);
             assert!(cand.pixels.len() > 40);
         }
+    }
+
+    fn noisy(mut img: Vec<f32>, amplitude: f32, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        for v in img.iter_mut() {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            *v += amplitude * ((s >> 8) as f32 / (1 << 24) as f32 - 0.5);
+        }
+        img
+    }
+
+    /// A bright field with dark discs of radius 4 at `centres` and a dark bar 5 px
+    /// wide along y = 70 (a vessel).
+    fn dark_field(centres: &[(f64, f64)]) -> Vec<f32> {
+        let holes = discs(96, 96, centres, 4.0);
+        let img: Vec<f32> = holes
+            .iter()
+            .enumerate()
+            .map(|(p, &h)| {
+                let y = p / 96;
+                let bar = (68..=72).contains(&y) && (10..86).contains(&(p % 96));
+                if bar {
+                    0.0
+                } else {
+                    1.0 - h
+                }
+            })
+            .collect();
+        noisy(img, 0.05, 7)
+    }
+
+    #[test]
+    fn dark_somata_are_found_and_a_vessel_is_not() {
+        let centres = [(20.0, 20.0), (50.0, 24.0), (30.0, 48.0), (70.0, 40.0)];
+        let img = dark_field(&centres);
+        let free = vec![false; 96 * 96];
+        let c = find_dark_candidates(&img, 96, 96, 11.0, 3.0, 2.0, full(96, 96), &free);
+        let peaks: Vec<_> = c.iter().map(|c| c.peak).collect();
+        assert_eq!(c.len(), centres.len(), "{peaks:?}");
+        for &(x, y) in &centres {
+            let hit = peaks
+                .iter()
+                .any(|&(u, v)| (u as f64 - x).hypot(v as f64 - y) <= 1.5);
+            assert!(hit, "no candidate at ({x}, {y}): {peaks:?}");
+        }
+        for cand in &c {
+            assert!(cand.pixels.len() >= 80, "{} px", cand.pixels.len());
+            assert!(cand.weights.iter().all(|&w| w == 1.0));
+            assert!(cand.z > 3.0);
+        }
+    }
+
+    #[test]
+    fn a_lax_elongation_bound_admits_the_vessel() {
+        let img = dark_field(&[]);
+        let free = vec![false; 96 * 96];
+        let strict = find_dark_candidates(&img, 96, 96, 11.0, 3.0, 2.0, full(96, 96), &free);
+        assert!(
+            strict.is_empty(),
+            "{:?}",
+            strict.iter().map(|c| c.peak).collect::<Vec<_>>()
+        );
+        let lax = find_dark_candidates(&img, 96, 96, 11.0, 3.0, 1e6, full(96, 96), &free);
+        assert!(lax.iter().any(|c| (68..=72).contains(&c.peak.1)));
+    }
+
+    #[test]
+    fn dark_candidates_skip_occupied_pixels_and_keep_to_the_valid_box() {
+        let centres = [(20.0, 20.0), (50.0, 24.0)];
+        let img = dark_field(&centres);
+        let mut occupied = vec![false; 96 * 96];
+        occupied[20 * 96 + 20] = true;
+        let valid = Rect {
+            x0: 0,
+            x1: 52,
+            y0: 0,
+            y1: 60,
+        };
+        let c = find_dark_candidates(&img, 96, 96, 11.0, 3.0, 2.0, valid, &occupied);
+        assert_eq!(
+            c.len(),
+            1,
+            "{:?}",
+            c.iter().map(|c| c.peak).collect::<Vec<_>>()
+        );
+        assert!((c[0].peak.0 as f64 - 50.0).abs() <= 1.5);
+        assert!(c[0].pixels.iter().all(|&p| (p as usize % 96) < 52));
+        assert!(!c[0].pixels.contains(&(20 * 96 + 20)));
+    }
+
+    #[test]
+    fn dark_centre_fraction_tells_donuts_from_discs() {
+        let centres: Vec<(f64, f64)> = (0..4)
+            .flat_map(|i| (0..3).map(move |j| (14.0 + 22.0 * i as f64, 14.0 + 22.0 * j as f64)))
+            .collect();
+        let outer = discs(96, 72, &centres, 6.0);
+        let inner = discs(96, 72, &centres, 3.0);
+        // Neuropil at 0.5; a bright cytoplasm (1.0) around a nucleus without
+        // indicator (0.0), or a soma bright throughout.
+        let donuts: Vec<f32> = outer
+            .iter()
+            .zip(&inner)
+            .map(|(o, i)| 0.5 + 0.5 * o - i)
+            .collect();
+        let f = dark_centre_fraction(&donuts, 96, 72, 12.0, &centres, 10);
+        assert_eq!(f, Some(1.0));
+        let filled: Vec<f32> = outer.iter().map(|o| 0.5 + 0.5 * o).collect();
+        let f = dark_centre_fraction(&filled, 96, 72, 12.0, &centres, 10);
+        assert_eq!(f, Some(0.0));
+        assert_eq!(
+            dark_centre_fraction(&filled, 96, 72, 12.0, &centres[..5], 10),
+            None
+        );
     }
 }

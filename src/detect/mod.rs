@@ -26,7 +26,7 @@ pub mod binned;
 pub mod greedy;
 pub mod quality;
 
-use crate::config::{DetectParams, IndicatorParams};
+use crate::config::{DarkSomata, DetectParams, IndicatorParams};
 use crate::error::Result;
 use crate::imgproc::Rect;
 use crate::movie::store::FrameStore;
@@ -86,6 +86,10 @@ pub struct Detection {
     pub diameter_estimated: bool,
     pub bin_frames: usize,
     pub n_bins: usize,
+    /// The share of active cells darker at their centre than around it (NaN with
+    /// too few of them), and whether dark somata were sought.
+    pub dark_centre_fraction: f64,
+    pub dark_search: bool,
 }
 
 impl Detection {
@@ -105,6 +109,8 @@ impl Detection {
             diameter_estimated: false,
             bin_frames: 0,
             n_bins: 0,
+            dark_centre_fraction: f64::NAN,
+            dark_search: false,
         }
     }
 }
@@ -209,13 +215,15 @@ pub fn detect_session(
             make_roi(a.pixels, a.weights, Source::Activity, q, w)
         })
         .collect();
+    let mut dark_fraction = f64::NAN;
+    let mut dark_search = false;
     if params.anatomy && rois.len() < params.max_rois {
-        let occupied = occupied_mask(&rois, w, h, diameter);
         let structural = input
             .structural
             .as_ref()
             .filter(|img| img.len() == w * h)
             .map(|img| binned::enhanced_mean(img, w, h, diameter));
+        let occupied = occupied_mask(&rois, w, h, diameter);
         let found = anatomy::find_candidates(
             structural.as_ref().unwrap_or(&enhanced),
             w,
@@ -225,19 +233,46 @@ pub fn detect_session(
             valid,
             &occupied,
         );
-        for c in found.into_iter().take(params.max_rois - rois.len()) {
-            let q = Quality {
-                npix: c.pixels.len(),
-                compactness: quality::compactness(&c.pixels, w),
-                snr: 0.0,
-                skewness: 0.0,
+        push_anatomical(&mut rois, found, params.max_rois, w);
+        let active_cells: Vec<(f64, f64)> = rois
+            .iter()
+            .filter(|r| r.source == Source::Activity && is_cell(r, diameter, valid, params))
+            .map(|r| (r.centroid_x, r.centroid_y))
+            .collect();
+        dark_fraction = anatomy::dark_centre_fraction(
+            &enhanced,
+            w,
+            h,
+            diameter,
+            &active_cells,
+            anatomy::DARK_FIELD_MIN_CELLS,
+        )
+        .unwrap_or(f64::NAN);
+        // A structural channel shows nuclei bright; dark spots there are not cells.
+        dark_search = structural.is_none()
+            && match params.dark_somata {
+                DarkSomata::On => true,
+                DarkSomata::Off => false,
+                DarkSomata::Auto => dark_fraction >= anatomy::DARK_FIELD_FRACTION,
             };
-            rois.push(make_roi(c.pixels, c.weights, Source::Anatomy, q, w));
+        if dark_search && rois.len() < params.max_rois {
+            let occupied = occupied_mask(&rois, w, h, diameter);
+            let dark = anatomy::find_dark_candidates(
+                &enhanced,
+                w,
+                h,
+                diameter,
+                params.anatomy_threshold,
+                params.max_elongation,
+                valid,
+                &occupied,
+            );
+            push_anatomical(&mut rois, dark, params.max_rois, w);
         }
     }
     lap("anatomy");
     for r in &mut rois {
-        r.is_cell = is_cell(r, diameter, params);
+        r.is_cell = is_cell(r, diameter, valid, params);
     }
     Ok(Detection {
         rois,
@@ -253,7 +288,28 @@ pub fn detect_session(
         diameter_estimated: estimated,
         bin_frames: bin,
         n_bins,
+        dark_centre_fraction: dark_fraction,
+        dark_search,
     })
+}
+
+/// Anatomical candidates as ROIs, up to `max_rois` in all.
+fn push_anatomical(
+    rois: &mut Vec<Roi>,
+    found: Vec<anatomy::Candidate>,
+    max_rois: usize,
+    width: usize,
+) {
+    let room = max_rois.saturating_sub(rois.len());
+    for c in found.into_iter().take(room) {
+        let q = Quality {
+            npix: c.pixels.len(),
+            compactness: quality::compactness(&c.pixels, width),
+            snr: 0.0,
+            skewness: 0.0,
+        };
+        rois.push(make_roi(c.pixels, c.weights, Source::Anatomy, q, width));
+    }
 }
 
 fn make_roi(
@@ -306,12 +362,138 @@ fn occupied_mask(rois: &[Roi], width: usize, height: usize, diameter: f64) -> Ve
     m
 }
 
-/// The `is_cell` rule: a plausible size and shape, and for active ROIs enough signal.
-pub fn is_cell(roi: &Roi, diameter: f64, p: &DetectParams) -> bool {
+/// The `is_cell` rule: a plausible size and shape, and for active ROIs enough signal
+/// with positive skew (calcium transients rise fast and decay slowly, so a cell's
+/// trace is skewed to the right; a trace that is not follows something else, a
+/// vessel's flow or a structure moving at the frame's edge).
+/// The size is judged against the part of a disc of the cell's diameter, centred on
+/// the ROI, that lies inside the valid box, so a cell cut by the border needs only
+/// the share of its pixels that it can have.
+pub fn is_cell(roi: &Roi, diameter: f64, valid: Rect, p: &DetectParams) -> bool {
     let disc = std::f64::consts::PI * diameter * diameter / 4.0;
+    let inside = disc_area_inside(roi.centroid_x, roi.centroid_y, diameter / 2.0, valid);
     let n = roi.quality.npix as f64;
-    let size_ok = n >= p.min_size_fraction * disc && n <= p.max_size_fraction * disc;
+    let size_ok = n >= p.min_size_fraction * inside && n <= p.max_size_fraction * disc;
     let shape_ok = (roi.quality.compactness as f64) <= p.max_compactness;
-    let signal_ok = roi.source == Source::Anatomy || roi.quality.snr as f64 >= p.min_snr;
+    let signal_ok = roi.source == Source::Anatomy
+        || (roi.quality.snr as f64 >= p.min_snr && roi.quality.skewness as f64 > p.min_skewness);
     size_ok && shape_ok && signal_ok
+}
+
+/// Area (px) of the disc of `radius` around (cx, cy) inside the valid box, counted
+/// on a grid of 4 × 4 points per pixel.
+fn disc_area_inside(cx: f64, cy: f64, radius: f64, valid: Rect) -> f64 {
+    const SUB: usize = 4;
+    let step = 1.0 / SUB as f64;
+    let (x_lo, x_hi) = (
+        (cx - radius).max(valid.x0 as f64 - 0.5),
+        (cx + radius).min(valid.x1 as f64 - 0.5),
+    );
+    let (y_lo, y_hi) = (
+        (cy - radius).max(valid.y0 as f64 - 0.5),
+        (cy + radius).min(valid.y1 as f64 - 0.5),
+    );
+    if x_hi <= x_lo || y_hi <= y_lo {
+        return 0.0;
+    }
+    let nx = ((x_hi - x_lo) / step).ceil() as usize;
+    let ny = ((y_hi - y_lo) / step).ceil() as usize;
+    let mut hits = 0usize;
+    for j in 0..ny {
+        let y = y_lo + (j as f64 + 0.5) * step;
+        for i in 0..nx {
+            let x = x_lo + (i as f64 + 0.5) * step;
+            if (x - cx).hypot(y - cy) <= radius && x < x_hi && y < y_hi {
+                hits += 1;
+            }
+        }
+    }
+    hits as f64 * step * step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roi(cx: f64, cy: f64, npix: usize, source: Source, skewness: f32) -> Roi {
+        Roi {
+            pixels: vec![],
+            weights: vec![],
+            centroid_x: cx,
+            centroid_y: cy,
+            source,
+            quality: Quality {
+                npix,
+                compactness: 1.0,
+                snr: 10.0,
+                skewness,
+            },
+            is_cell: false,
+        }
+    }
+
+    const BOX: Rect = Rect {
+        x0: 0,
+        x1: 100,
+        y0: 0,
+        y1: 100,
+    };
+
+    #[test]
+    fn disc_area_inside_counts_the_part_in_the_box() {
+        let whole = disc_area_inside(50.0, 50.0, 6.0, BOX);
+        assert!((whole - std::f64::consts::PI * 36.0).abs() < 2.0, "{whole}");
+        // Centred on the box's edge (x = −0.5): half the disc.
+        let half = disc_area_inside(-0.5, 50.0, 6.0, BOX);
+        assert!((half - whole / 2.0).abs() < 2.0, "{half}");
+        assert_eq!(disc_area_inside(-20.0, 50.0, 6.0, BOX), 0.0);
+    }
+
+    #[test]
+    fn a_cell_cut_by_the_border_needs_only_its_share_of_pixels() {
+        let p = DetectParams {
+            min_size_fraction: 0.5,
+            ..DetectParams::default()
+        };
+        // A disc of 12 px holds about 113 px; half of it lies inside at x = −0.5.
+        let at_edge = roi(-0.5, 50.0, 35, Source::Activity, 1.0);
+        let inside = roi(50.0, 50.0, 35, Source::Activity, 1.0);
+        assert!(is_cell(&at_edge, 12.0, BOX, &p));
+        assert!(!is_cell(&inside, 12.0, BOX, &p));
+        assert!(is_cell(
+            &roi(50.0, 50.0, 60, Source::Activity, 1.0),
+            12.0,
+            BOX,
+            &p
+        ));
+    }
+
+    #[test]
+    fn active_rois_need_a_right_skewed_trace_and_anatomical_ones_none() {
+        let p = DetectParams::default();
+        assert!(is_cell(
+            &roi(50.0, 50.0, 100, Source::Activity, 0.5),
+            12.0,
+            BOX,
+            &p
+        ));
+        assert!(!is_cell(
+            &roi(50.0, 50.0, 100, Source::Activity, -0.3),
+            12.0,
+            BOX,
+            &p
+        ));
+        assert!(!is_cell(
+            &roi(50.0, 50.0, 100, Source::Activity, 0.0),
+            12.0,
+            BOX,
+            &p
+        ));
+        assert!(is_cell(
+            &roi(50.0, 50.0, 100, Source::Anatomy, 0.0),
+            12.0,
+            BOX,
+            &p
+        ));
+    }
 }

@@ -102,6 +102,13 @@ pub fn run_detect(
                 ""
             }
         );
+        if d.dark_search {
+            tracing::info!(
+                "session {}: dark somata sought ({:.0} % of active cells are darker at their centre)",
+                s.id,
+                100.0 * d.dark_centre_fraction
+            );
+        }
         if d.rois.is_empty() {
             tracing::warn!("session {}: no ROIs found", s.id);
         }
@@ -318,6 +325,19 @@ fn detection_table(found: &[(String, Detection)]) -> Table {
                     .map(|x| count(&x.1, &|r| r.source == crate::detect::Source::Anatomy))
                     .collect(),
             ),
+        )
+        .with(
+            "dark_centre_fraction",
+            Column::F32(
+                found
+                    .iter()
+                    .map(|x| x.1.dark_centre_fraction as f32)
+                    .collect(),
+            ),
+        )
+        .with(
+            "dark_search",
+            Column::Bool(found.iter().map(|x| x.1.dark_search).collect()),
         )
 }
 
