@@ -50,6 +50,22 @@ pub fn gaussian_blur(data: &[f32], width: usize, height: usize, sigma: f64) -> V
     out
 }
 
+/// The pixels (x, y) of `bounds` within `radius` of (cx, cy), row by row.
+pub fn disc_pixels(
+    (cx, cy): (isize, isize),
+    radius: f64,
+    bounds: Rect,
+) -> impl Iterator<Item = (usize, usize)> {
+    let r = radius.max(0.0).ceil() as isize;
+    (-r..=r).flat_map(move |dy| {
+        (-r..=r).filter_map(move |dx| {
+            let (x, y) = (cx + dx, cy + dy);
+            ((dx * dx + dy * dy) as f64 <= radius * radius && bounds.contains(x, y))
+                .then_some((x as usize, y as usize))
+        })
+    })
+}
+
 /// A rectangle of pixels `[x0, x1) × [y0, y1)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rect {
@@ -60,6 +76,24 @@ pub struct Rect {
 }
 
 impl Rect {
+    /// The whole `width` × `height` frame.
+    pub fn frame(width: usize, height: usize) -> Rect {
+        Rect {
+            x0: 0,
+            x1: width,
+            y0: 0,
+            y1: height,
+        }
+    }
+
+    /// Whether pixel (x, y) lies inside.
+    pub fn contains(self, x: isize, y: isize) -> bool {
+        x >= self.x0 as isize
+            && y >= self.y0 as isize
+            && x < self.x1 as isize
+            && y < self.y1 as isize
+    }
+
     /// The square of half-side `half` around (cx, cy), clipped to the frame.
     pub fn around(cx: usize, cy: usize, half: usize, width: usize, height: usize) -> Rect {
         Rect {

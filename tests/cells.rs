@@ -91,7 +91,7 @@ fn rois_and_traces_match_the_truth_on_a_small_simulation() {
     let det = read_table(&dp).unwrap();
     assert_eq!(det.bools(&dp, "dark_search").unwrap(), vec![false; 3]);
     for &f in det.f32s(&dp, "dark_centre_fraction").unwrap() {
-        assert!(f.is_nan() || f < 0.2, "dark centre fraction {f}");
+        assert!(f.is_finite() && f < 0.2, "dark centre fraction {f}");
     }
 }
 
@@ -320,6 +320,40 @@ fn a_structural_channel_gives_a_corrected_mean_bright_at_the_cells() {
         "{brighter} of {} cell centres brighter than the median",
         at_cells.len()
     );
+}
+
+#[test]
+fn dark_somata_on_and_off_are_obeyed_without_a_structural_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let s = simulate::simulate(&tiny_config(), 4, &exp, false, &NoProgress).unwrap();
+    let mut counts = Vec::new();
+    for (setting, out) in [
+        (cortexmap::config::DarkSomata::On, "on"),
+        (cortexmap::config::DarkSomata::Off, "off"),
+    ] {
+        let mut params = Params::default();
+        params.detect.dark_somata = setting;
+        let out = dir.path().join(out);
+        run(
+            &s.manifest,
+            &out,
+            &params,
+            Some(Stage::Detect),
+            None,
+            &NoProgress,
+        )
+        .unwrap();
+        let dp = out.join("detection.parquet");
+        let det = read_table(&dp).unwrap();
+        let searched = det.bools(&dp, "dark_search").unwrap().to_vec();
+        assert!(searched
+            .iter()
+            .all(|&d| d == (setting == cortexmap::config::DarkSomata::On)));
+        counts.push(det.u32s(&dp, "n_anatomy").unwrap().to_vec());
+    }
+    // The dark search only adds ROIs, after the bright ones.
+    assert!(counts[0].iter().zip(&counts[1]).all(|(on, off)| on >= off));
 }
 
 #[test]

@@ -571,21 +571,9 @@ fn trace_noise(y: &Binned, support: &[usize], a: &[f32]) -> f32 {
 fn disc_mean(y: &Binned, (cx, cy): (usize, usize), radius: f64, valid: Rect) -> Vec<f32> {
     let mut acc = vec![0f32; y.n_bins];
     let mut count = 0;
-    let r = radius.ceil() as isize;
-    for dy in -r..=r {
-        for dx in -r..=r {
-            let (x, yy) = (cx as isize + dx, cy as isize + dy);
-            if x < valid.x0 as isize
-                || yy < valid.y0 as isize
-                || x >= valid.x1 as isize
-                || yy >= valid.y1 as isize
-                || ((dx * dx + dy * dy) as f64) > radius * radius
-            {
-                continue;
-            }
-            crate::imgproc::axpy(&mut acc, 1.0, y.series(yy as usize * y.width + x as usize));
-            count += 1;
-        }
+    for (x, yy) in crate::imgproc::disc_pixels((cx as isize, cy as isize), radius, valid) {
+        crate::imgproc::axpy(&mut acc, 1.0, y.series(yy * y.width + x));
+        count += 1;
     }
     if count > 0 {
         acc.iter_mut().for_each(|v| *v /= count as f32);

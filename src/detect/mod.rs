@@ -332,31 +332,23 @@ fn make_roi(
     }
 }
 
-/// Pixels an anatomical candidate may not claim: every active ROI's pixels and a
-/// disc of half a diameter around each active centroid.
+/// Pixels an anatomical candidate may not claim: every ROI's pixels (active ones,
+/// and the bright anatomical ones when dark somata are sought after them) and a
+/// disc of half a diameter around each centroid.
 fn occupied_mask(rois: &[Roi], width: usize, height: usize, diameter: f64) -> Vec<bool> {
     let mut m = vec![false; width * height];
-    let r = diameter / 2.0;
     for roi in rois {
         for &p in &roi.pixels {
             m[p as usize] = true;
         }
-        let ri = r.ceil() as isize;
-        for dy in -ri..=ri {
-            for dx in -ri..=ri {
-                let (x, y) = (
-                    roi.centroid_x.round() as isize + dx,
-                    roi.centroid_y.round() as isize + dy,
-                );
-                if x >= 0
-                    && y >= 0
-                    && (x as usize) < width
-                    && (y as usize) < height
-                    && ((dx * dx + dy * dy) as f64) <= r * r
-                {
-                    m[y as usize * width + x as usize] = true;
-                }
-            }
+        let centre = (
+            roi.centroid_x.round() as isize,
+            roi.centroid_y.round() as isize,
+        );
+        for (x, y) in
+            crate::imgproc::disc_pixels(centre, diameter / 2.0, Rect::frame(width, height))
+        {
+            m[y * width + x] = true;
         }
     }
     m
@@ -367,9 +359,14 @@ fn occupied_mask(rois: &[Roi], width: usize, height: usize, diameter: f64) -> Ve
 /// trace is skewed to the right; a trace that is not follows something else, a
 /// vessel's flow or a structure moving at the frame's edge).
 /// The size is judged against the part of a disc of the cell's diameter, centred on
-/// the ROI, that lies inside the valid box, so a cell cut by the border needs only
-/// the share of its pixels that it can have.
+/// the ROI's centroid, that lies inside the valid box, so a cell cut by the border
+/// needs fewer pixels (a cell cut in half has its centroid 0.42 radii inside, where
+/// about three quarters of the disc lie inside). An ROI without a finite centroid is
+/// not a cell.
 pub fn is_cell(roi: &Roi, diameter: f64, valid: Rect, p: &DetectParams) -> bool {
+    if !(roi.centroid_x.is_finite() && roi.centroid_y.is_finite()) {
+        return false;
+    }
     let disc = std::f64::consts::PI * diameter * diameter / 4.0;
     let inside = disc_area_inside(roi.centroid_x, roi.centroid_y, diameter / 2.0, valid);
     let n = roi.quality.npix as f64;
@@ -450,22 +447,26 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_cut_by_the_border_needs_only_its_share_of_pixels() {
+    fn a_cell_cut_by_the_border_needs_fewer_pixels() {
         let p = DetectParams {
-            min_size_fraction: 0.5,
+            min_size_fraction: 0.6,
             ..DetectParams::default()
         };
-        // A disc of 12 px holds about 113 px; half of it lies inside at x = −0.5.
-        let at_edge = roi(-0.5, 50.0, 35, Source::Activity, 1.0);
-        let inside = roi(50.0, 50.0, 35, Source::Activity, 1.0);
+        // A cell of 12 px cut in half by the box's left edge (x = −0.5): 56 of its
+        // 113 px inside, the centroid 4r/3π = 2.55 px in from the edge.
+        let cx = -0.5 + 4.0 * 6.0 / (3.0 * std::f64::consts::PI);
+        let at_edge = roi(cx, 50.0, 56, Source::Activity, 1.0);
+        let inside = roi(50.0, 50.0, 56, Source::Activity, 1.0);
         assert!(is_cell(&at_edge, 12.0, BOX, &p));
         assert!(!is_cell(&inside, 12.0, BOX, &p));
         assert!(is_cell(
-            &roi(50.0, 50.0, 60, Source::Activity, 1.0),
+            &roi(50.0, 50.0, 70, Source::Activity, 1.0),
             12.0,
             BOX,
             &p
         ));
+        let lost = roi(f64::NAN, 50.0, 70, Source::Activity, 1.0);
+        assert!(!is_cell(&lost, 12.0, BOX, &p));
     }
 
     #[test]
