@@ -274,6 +274,7 @@ pub fn detect_session(
     for r in &mut rois {
         r.is_cell = is_cell(r, diameter, valid, params);
     }
+    unmark_residues(&mut rois, diameter);
     Ok(Detection {
         rois,
         images: SummaryImages {
@@ -375,6 +376,27 @@ pub fn is_cell(roi: &Roi, diameter: f64, valid: Rect, p: &DetectParams) -> bool 
     let signal_ok = roi.source == Source::Anatomy
         || (roi.quality.snr as f64 >= p.min_snr && roi.quality.skewness as f64 > p.min_skewness);
     size_ok && shape_ok && signal_ok
+}
+
+/// An active ROI centred within a quarter diameter of an earlier, stronger cell is
+/// what the subtraction of that cell left behind (a rim or a saturated core that a
+/// rank-1 footprint cannot hold), not a second cell: its `is_cell` is cleared. Two
+/// somata cannot lie that close; overlapping cells that the search demixes are
+/// further apart.
+fn unmark_residues(rois: &mut [Roi], diameter: f64) {
+    let near = diameter / 4.0;
+    for k in 0..rois.len() {
+        if rois[k].source != Source::Activity || !rois[k].is_cell {
+            continue;
+        }
+        let (x, y) = (rois[k].centroid_x, rois[k].centroid_y);
+        let residue = rois[..k]
+            .iter()
+            .any(|r| r.is_cell && (r.centroid_x - x).hypot(r.centroid_y - y) < near);
+        if residue {
+            rois[k].is_cell = false;
+        }
+    }
 }
 
 /// Area (px) of the disc of `radius` around (cx, cy) inside the valid box, counted
@@ -496,5 +518,31 @@ mod tests {
             BOX,
             &p
         ));
+    }
+
+    #[test]
+    fn a_weaker_roi_centred_on_a_stronger_cell_is_its_residue() {
+        let mut rois = vec![
+            roi(50.0, 50.0, 100, Source::Activity, 1.0),
+            roi(51.5, 50.5, 30, Source::Activity, 1.0),
+            roi(56.0, 50.0, 100, Source::Activity, 1.0),
+            roi(80.0, 80.0, 100, Source::Activity, 1.0),
+        ];
+        for r in &mut rois {
+            r.is_cell = true;
+        }
+        rois[3].centroid_x = 20.0;
+        unmark_residues(&mut rois, 12.0);
+        let flags: Vec<bool> = rois.iter().map(|r| r.is_cell).collect();
+        // 1.6 px from the first: a residue; 6 px away: a neighbour, kept.
+        assert_eq!(flags, vec![true, false, true, true]);
+        // A residue of an ROI that is not a cell is judged on its own.
+        let mut rois = vec![
+            roi(50.0, 50.0, 100, Source::Activity, 1.0),
+            roi(51.0, 50.0, 100, Source::Activity, 1.0),
+        ];
+        rois[1].is_cell = true;
+        unmark_residues(&mut rois, 12.0);
+        assert!(rois[1].is_cell);
     }
 }
