@@ -927,7 +927,7 @@ impl Default for DetectParams {
             dark_somata: DarkSomata::Auto,
             max_elongation: 2.0,
             min_snr: 3.0,
-            min_skewness: 0.0,
+            min_skewness: -0.25,
             max_compactness: 1.6,
             min_size_fraction: 0.15,
             max_size_fraction: 3.0,
