@@ -50,13 +50,19 @@ pub fn gaussian_blur(data: &[f32], width: usize, height: usize, sigma: f64) -> V
     out
 }
 
-/// The pixels (x, y) of `bounds` within `radius` of (cx, cy), row by row.
+/// The pixels (x, y) of `bounds` within `radius` of (cx, cy), row by row; none for a
+/// negative or NaN radius.
 pub fn disc_pixels(
     (cx, cy): (isize, isize),
     radius: f64,
     bounds: Rect,
 ) -> impl Iterator<Item = (usize, usize)> {
-    let r = radius.max(0.0).ceil() as isize;
+    // r = −1 makes both ranges empty.
+    let r = if radius >= 0.0 {
+        radius.ceil() as isize
+    } else {
+        -1
+    };
     (-r..=r).flat_map(move |dy| {
         (-r..=r).filter_map(move |dx| {
             let (x, y) = (cx + dx, cy + dy);
@@ -223,5 +229,20 @@ mod tests {
     #[test]
     fn zero_sigma_kernel_is_identity() {
         assert_eq!(gaussian_kernel(0.0), vec![1.0]);
+    }
+
+    #[test]
+    fn disc_pixels_row_by_row_inside_the_bounds() {
+        let all: Vec<_> = disc_pixels((2, 2), 1.0, Rect::frame(10, 10)).collect();
+        assert_eq!(all, vec![(2, 1), (1, 2), (2, 2), (3, 2), (2, 3)]);
+        let clipped: Vec<_> = disc_pixels((0, 0), 1.5, Rect::frame(10, 10)).collect();
+        assert_eq!(clipped, vec![(0, 0), (1, 0), (0, 1), (1, 1)]);
+        assert_eq!(disc_pixels((5, 5), 0.0, Rect::frame(10, 10)).count(), 1);
+        assert_eq!(disc_pixels((5, 5), -2.0, Rect::frame(10, 10)).count(), 0);
+        assert_eq!(
+            disc_pixels((5, 5), f64::NAN, Rect::frame(10, 10)).count(),
+            0
+        );
+        assert_eq!(disc_pixels((-5, 5), 2.0, Rect::frame(10, 10)).count(), 0);
     }
 }

@@ -291,6 +291,8 @@ fn a_structural_channel_gives_a_corrected_mean_bright_at_the_cells() {
     let dp = out.join("detection.parquet");
     let det = read_table(&dp).unwrap();
     assert!(det.bools(&dp, "dark_search").unwrap().iter().all(|&d| !d));
+    // ... although the anatomical search itself ran.
+    assert!(det.u32s(&dp, "n_anatomy").unwrap().iter().any(|&n| n > 0));
     let img_path = out.join("images/d5_structural_mean.tif");
     let mut reader = cortexmap::io::tiff::TiffPageReader::open(&img_path).unwrap();
     let mut img = vec![0f32; cfg.width * cfg.height];
@@ -352,8 +354,11 @@ fn dark_somata_on_and_off_are_obeyed_without_a_structural_channel() {
             .all(|&d| d == (setting == cortexmap::config::DarkSomata::On)));
         counts.push(det.u32s(&dp, "n_anatomy").unwrap().to_vec());
     }
-    // The dark search only adds ROIs, after the bright ones.
+    // The dark search only adds ROIs, after the bright ones, and here it finds some
+    // (gaps between the simulated somata: this is why "auto" asks the active cells).
     assert!(counts[0].iter().zip(&counts[1]).all(|(on, off)| on >= off));
+    let total = |c: &[u32]| c.iter().sum::<u32>();
+    assert!(total(&counts[0]) > total(&counts[1]), "{counts:?}");
 }
 
 #[test]

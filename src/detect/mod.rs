@@ -215,6 +215,8 @@ pub fn detect_session(
             make_roi(a.pixels, a.weights, Source::Activity, q, w)
         })
         .collect();
+    mark_cells(&mut rois, diameter, valid, params);
+    let n_active = rois.len();
     let mut dark_fraction = f64::NAN;
     let mut dark_search = false;
     if params.anatomy && rois.len() < params.max_rois {
@@ -234,9 +236,9 @@ pub fn detect_session(
             &occupied,
         );
         push_anatomical(&mut rois, found, params.max_rois, w);
-        let active_cells: Vec<(f64, f64)> = rois
+        let active_cells: Vec<(f64, f64)> = rois[..n_active]
             .iter()
-            .filter(|r| r.source == Source::Activity && is_cell(r, diameter, valid, params))
+            .filter(|r| r.is_cell)
             .map(|r| (r.centroid_x, r.centroid_y))
             .collect();
         dark_fraction = anatomy::dark_centre_fraction(
@@ -249,13 +251,14 @@ pub fn detect_session(
         )
         .unwrap_or(f64::NAN);
         // A structural channel shows nuclei bright; dark spots there are not cells.
-        dark_search = structural.is_none()
+        let wanted = structural.is_none()
             && match params.dark_somata {
                 DarkSomata::On => true,
                 DarkSomata::Off => false,
                 DarkSomata::Auto => dark_fraction >= anatomy::DARK_FIELD_FRACTION,
             };
-        if dark_search && rois.len() < params.max_rois {
+        dark_search = wanted && rois.len() < params.max_rois;
+        if dark_search {
             let occupied = occupied_mask(&rois, w, h, diameter);
             let dark = anatomy::find_dark_candidates(
                 &enhanced,
@@ -271,10 +274,9 @@ pub fn detect_session(
         }
     }
     lap("anatomy");
-    for r in &mut rois {
+    for r in &mut rois[n_active..] {
         r.is_cell = is_cell(r, diameter, valid, params);
     }
-    unmark_residues(&mut rois, diameter);
     Ok(Detection {
         rois,
         images: SummaryImages {
@@ -379,7 +381,15 @@ pub fn is_cell(roi: &Roi, diameter: f64, valid: Rect, p: &DetectParams) -> bool 
     size_ok && shape_ok && signal_ok
 }
 
-/// An active ROI centred within a quarter diameter of an earlier, stronger cell is
+/// `is_cell` of every ROI, then residues unmarked.
+fn mark_cells(rois: &mut [Roi], diameter: f64, valid: Rect, params: &DetectParams) {
+    for r in rois.iter_mut() {
+        r.is_cell = is_cell(r, diameter, valid, params);
+    }
+    unmark_residues(rois, diameter);
+}
+
+/// An active ROI centred within a quarter diameter of a cell found before it is
 /// what the subtraction of that cell left behind (a rim or a saturated core that a
 /// rank-1 footprint cannot hold), not a second cell: its `is_cell` is cleared. Two
 /// somata cannot lie that close; overlapping cells that the search demixes are

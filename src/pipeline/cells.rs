@@ -103,11 +103,15 @@ pub fn run_detect(
             }
         );
         if d.dark_search {
-            tracing::info!(
-                "session {}: dark somata sought ({:.0} % of active cells are darker at their centre)",
-                s.id,
-                100.0 * d.dark_centre_fraction
-            );
+            let share = if d.dark_centre_fraction.is_finite() {
+                format!(
+                    "{:.0} % of active cells are darker at their centre",
+                    100.0 * d.dark_centre_fraction
+                )
+            } else {
+                "too few active cells to judge; dark_somata = \"on\"".to_string()
+            };
+            tracing::info!("session {}: dark somata sought ({share})", s.id);
         }
         if d.rois.is_empty() {
             tracing::warn!("session {}: no ROIs found", s.id);
