@@ -73,6 +73,9 @@ fn report_and_reruns_that_skip_unchanged_parts() {
     assert_eq!(html.matches("data:image/png;base64,").count(), 3);
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
     assert!(html.contains("cells tracked"));
+    // The sessions table says whether dark somata were sought (the simulator's
+    // somata are bright).
+    assert!(html.contains("<th>dark somata sought</th>") && html.contains("<td>no ("));
     let before = tables(&run);
 
     // Nothing changed: every part is skipped, nothing is rewritten.

@@ -333,6 +333,7 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
     h.push_str(
         "<h2 id=\"sessions\">Sessions</h2><table><tr><th>session</th><th>day</th>\
         <th>frames</th><th>size</th><th>fs (Hz)</th><th>ROIs</th><th>cells</th>\
+        <th>from anatomy</th><th>dark somata sought</th>\
         <th>crispness raw → corrected</th><th>max |shift| (px)</th></tr>",
     );
     let per_session = |name: &str, col: &str| -> Result<BTreeMap<String, f64>> {
@@ -351,10 +352,13 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
         }
         Ok(m)
     };
-    let (rois, cells) = (
+    let (rois, cells, anatomy, dark_share) = (
         per_session("detection", "n_rois")?,
         per_session("detection", "n_cells")?,
+        per_session("detection", "n_anatomy")?,
+        per_session("detection", "dark_centre_fraction")?,
     );
+    let dark_sought = dark_search_by_session(t)?;
     let (raw, cor, shift) = (
         per_session("motion_qc", "crispness_raw")?,
         per_session("motion_qc", "crispness_corrected")?,
@@ -368,7 +372,7 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}×{}</td><td>{:.2}</td><td>{}</td>\
-             <td>{}</td><td>{} → {}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td></tr>",
             esc(&s.id),
             s.day,
             s.frames,
@@ -377,6 +381,11 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
             s.fs,
             f(&rois, &s.id, 0),
             f(&cells, &s.id, 0),
+            f(&anatomy, &s.id, 0),
+            dark_cell(
+                dark_sought.get(&s.id).copied(),
+                dark_share.get(&s.id).copied()
+            ),
             f(&raw, &s.id, 3),
             f(&cor, &s.id, 3),
             f(&shift, &s.id, 2)
@@ -384,6 +393,36 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
     }
     h.push_str("</table>");
     Ok(())
+}
+
+/// `detection.parquet`'s `dark_search` per session; empty for runs of releases
+/// without the column.
+fn dark_search_by_session(t: &RunTables) -> Result<BTreeMap<String, bool>> {
+    let mut m = BTreeMap::new();
+    if let Some((p, tab)) = t.get("detection") {
+        if tab.column("dark_search").is_some() {
+            for (id, &d) in tab
+                .strs(p, "session")?
+                .iter()
+                .zip(tab.bools(p, "dark_search")?)
+            {
+                m.insert(id.clone(), d);
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// "yes" or "no" with the share of dark-centred active cells that decided it.
+fn dark_cell(sought: Option<bool>, share: Option<f64>) -> String {
+    let share = share.filter(|v| v.is_finite()).map_or(String::new(), |v| {
+        format!(" ({:.0} % dark-centred)", 100.0 * v)
+    });
+    match sought {
+        Some(true) => format!("yes{share}"),
+        Some(false) => format!("no{share}"),
+        None => "–".to_string(),
+    }
 }
 
 fn fov_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> Result<()> {
@@ -1110,5 +1149,13 @@ mod tests {
         assert_eq!(ablation_x(&[1, 3, 5, 7], Some(5)), Some(6.0));
         assert_eq!(ablation_x(&[1, 3], Some(5)), None);
         assert_eq!(ablation_x(&[1, 3], None), None);
+    }
+
+    #[test]
+    fn dark_search_cell_says_whether_and_why() {
+        assert_eq!(dark_cell(Some(true), Some(0.27)), "yes (27 % dark-centred)");
+        assert_eq!(dark_cell(Some(false), Some(0.04)), "no (4 % dark-centred)");
+        assert_eq!(dark_cell(Some(true), Some(f64::NAN)), "yes");
+        assert_eq!(dark_cell(None, None), "–");
     }
 }
