@@ -291,32 +291,44 @@ fn free_disc(
     valid: Rect,
     taken: &[bool],
 ) -> Vec<u32> {
-    let centre = (cx as isize, cy as isize);
-    let free: std::collections::HashSet<(usize, usize)> = disc_pixels(centre, radius, valid)
-        .filter(|&(x, y)| !taken[y * width + x])
-        .collect();
-    if !free.contains(&(cx, cy)) {
+    let (cx, cy) = (cx as isize, cy as isize);
+    connected_from((cx as usize, cy as usize), width, valid, |x, y| {
+        let (dx, dy) = (x as isize - cx, y as isize - cy);
+        (dx * dx + dy * dy) as f64 <= radius * radius && !taken[y * width + x]
+    })
+    .into_iter()
+    .map(|q| q as u32)
+    .collect()
+}
+
+/// Linear indices of the pixels of `valid` that `accept` takes and that connect to
+/// `start` through such pixels (4-neighbours), ascending; empty when `start` is not
+/// taken itself.
+fn connected_from(
+    start: (usize, usize),
+    width: usize,
+    valid: Rect,
+    accept: impl Fn(usize, usize) -> bool,
+) -> Vec<usize> {
+    if !valid.contains(start.0 as isize, start.1 as isize) || !accept(start.0, start.1) {
         return Vec::new();
     }
-    let mut seen = std::collections::HashSet::from([(cx, cy)]);
-    let mut stack = vec![(cx, cy)];
+    let mut seen = std::collections::HashSet::from([start]);
+    let mut stack = vec![start];
+    let mut pixels = Vec::new();
     while let Some((x, y)) = stack.pop() {
-        let neighbours = [
-            (x.wrapping_sub(1), y),
-            (x + 1, y),
-            (x, y.wrapping_sub(1)),
-            (x, y + 1),
-        ];
-        for q in neighbours {
-            if free.contains(&q) && seen.insert(q) {
+        pixels.push(y * width + x);
+        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if !valid.contains(nx, ny) {
+                continue;
+            }
+            let q = (nx as usize, ny as usize);
+            if accept(q.0, q.1) && seen.insert(q) {
                 stack.push(q);
             }
         }
     }
-    let mut pixels: Vec<u32> = seen
-        .into_iter()
-        .map(|(x, y)| (y * width + x) as u32)
-        .collect();
     pixels.sort_unstable();
     pixels
 }
@@ -352,27 +364,21 @@ fn centre_minus_ring(
     diameter: f64,
     (cx, cy): (f64, f64),
 ) -> Option<f64> {
-    let ri = diameter.ceil() as isize;
-    let (x0, y0) = (cx.round() as isize, cy.round() as isize);
+    let centre_px = (cx.round() as isize, cy.round() as isize);
     let (mut centre, mut nc, mut ring, mut nr) = (0f64, 0usize, 0f64, 0usize);
-    for dy in -ri..=ri {
-        for dx in -ri..=ri {
-            let (x, y) = (x0 + dx, y0 + dy);
-            if x < 0 || y < 0 || x as usize >= width || y as usize >= height {
-                continue;
-            }
-            let v = img[y as usize * width + x as usize] as f64;
-            if !v.is_finite() {
-                continue;
-            }
-            let r = (x as f64 - cx).hypot(y as f64 - cy);
-            if r <= diameter / 4.0 {
-                centre += v;
-                nc += 1;
-            } else if r > diameter / 2.0 && r <= diameter {
-                ring += v;
-                nr += 1;
-            }
+    // One pixel beyond the ring: distances are from the unrounded centre.
+    for (x, y) in disc_pixels(centre_px, diameter + 1.0, Rect::frame(width, height)) {
+        let v = img[y * width + x] as f64;
+        if !v.is_finite() {
+            continue;
+        }
+        let r = (x as f64 - cx).hypot(y as f64 - cy);
+        if r <= diameter / 4.0 {
+            centre += v;
+            nc += 1;
+        } else if r > diameter / 2.0 && r <= diameter {
+            ring += v;
+            nr += 1;
         }
     }
     (nc > 0 && nr > 0).then(|| centre / nc as f64 - ring / nr as f64)
@@ -393,26 +399,13 @@ fn grow_bright(
         return (vec![], vec![]);
     }
     let floor = peak / 3.0;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![(px, py)];
-    seen.insert((px, py));
-    let mut pixels = Vec::new();
-    while let Some((x, y)) = stack.pop() {
-        pixels.push(y * width + x);
-        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
-            let (nx, ny) = (x as isize + dx, y as isize + dy);
-            if !valid.contains(nx, ny) {
-                continue;
-            }
-            let (nx, ny) = (nx as usize, ny as usize);
-            let q = ny * width + nx;
-            let within = (nx as f64 - px as f64).hypot(ny as f64 - py as f64) <= radius;
-            if within && !taken[q] && img[q] >= floor && seen.insert((nx, ny)) {
-                stack.push((nx, ny));
-            }
-        }
-    }
-    pixels.sort_unstable();
+    let pixels = connected_from((px, py), width, valid, |x, y| {
+        let q = y * width + x;
+        (x, y) == (px, py)
+            || ((x as f64 - px as f64).hypot(y as f64 - py as f64) <= radius
+                && !taken[q]
+                && img[q] >= floor)
+    });
     let weights = pixels
         .iter()
         .map(|&q| (img[q] / peak).clamp(0.0, 1.0))

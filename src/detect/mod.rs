@@ -521,12 +521,11 @@ mod tests {
             roi(50.0, 50.0, 100, Source::Activity, 1.0),
             roi(51.5, 50.5, 30, Source::Activity, 1.0),
             roi(56.0, 50.0, 100, Source::Activity, 1.0),
-            roi(80.0, 80.0, 100, Source::Activity, 1.0),
+            roi(20.0, 80.0, 100, Source::Activity, 1.0),
         ];
         for r in &mut rois {
             r.is_cell = true;
         }
-        rois[3].centroid_x = 20.0;
         unmark_residues(&mut rois, 12.0);
         let flags: Vec<bool> = rois.iter().map(|r| r.is_cell).collect();
         // 1.6 px from the first: a residue; 6 px away: a neighbour, kept.

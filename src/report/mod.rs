@@ -344,6 +344,9 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
                 Some(crate::io::table::Column::U32(v)) => v.iter().map(|&x| x as f64).collect(),
                 Some(crate::io::table::Column::F64(v)) => v.clone(),
                 Some(crate::io::table::Column::F32(v)) => v.iter().map(|&x| x as f64).collect(),
+                Some(crate::io::table::Column::Bool(v)) => {
+                    v.iter().map(|&x| f64::from(u8::from(x))).collect()
+                }
                 _ => return Ok(m),
             };
             for (i, v) in ids.iter().zip(vals) {
@@ -358,7 +361,7 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
         per_session("detection", "n_anatomy")?,
         per_session("detection", "dark_centre_fraction")?,
     );
-    let dark_sought = dark_search_by_session(t)?;
+    let dark_sought = per_session("detection", "dark_search")?;
     let (raw, cor, shift) = (
         per_session("motion_qc", "crispness_raw")?,
         per_session("motion_qc", "crispness_corrected")?,
@@ -383,7 +386,7 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
             f(&cells, &s.id, 0),
             f(&anatomy, &s.id, 0),
             dark_cell(
-                dark_sought.get(&s.id).copied(),
+                dark_sought.get(&s.id).map(|&v| v > 0.0),
                 dark_share.get(&s.id).copied()
             ),
             f(&raw, &s.id, 3),
@@ -393,24 +396,6 @@ fn sessions_section(h: &mut String, t: &RunTables, sessions: &[SessionRow]) -> R
     }
     h.push_str("</table>");
     Ok(())
-}
-
-/// `detection.parquet`'s `dark_search` per session; empty for runs of releases
-/// without the column.
-fn dark_search_by_session(t: &RunTables) -> Result<BTreeMap<String, bool>> {
-    let mut m = BTreeMap::new();
-    if let Some((p, tab)) = t.get("detection") {
-        if tab.column("dark_search").is_some() {
-            for (id, &d) in tab
-                .strs(p, "session")?
-                .iter()
-                .zip(tab.bools(p, "dark_search")?)
-            {
-                m.insert(id.clone(), d);
-            }
-        }
-    }
-    Ok(m)
 }
 
 /// "yes" or "no" with the share of dark-centred active cells that decided it.
